@@ -1,0 +1,1 @@
+//! MD6 (to be filled in: safe wrapper over the `md6` crate).

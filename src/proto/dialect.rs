@@ -1,0 +1,1 @@
+//! dialect (in progress).

@@ -1,0 +1,295 @@
+//! Data-phase framing: how packets are cut from the byte stream and encoded.
+//!
+//! Every packet is an array `[dest_port, payload…]`. Each direction of a link uses the framing its
+//! *sender* chose in the auth line: `json` (back-to-back texts), `cbor` (back-to-back items, P2) or
+//! `storable` (BER length prefix + Storable `nfreeze`).
+//!
+//! A [`Packet`] is a frame over the received bytes plus its framing. Finding its boundary is the
+//! only work done when it is received; the destination port is read without allocating and the
+//! payload is decoded on demand, into a loose [`Value`] or straight into a serde type.
+
+mod cbor;
+mod json;
+mod storable;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::value::Value;
+
+/// The default largest packet accepted: 16 MiB. Perl sets no limit; a bound turns a hostile or
+/// broken length into an error instead of an allocation.
+pub const DEFAULT_MAX_PACKET: usize = 16 * 1024 * 1024;
+
+/// A data-phase framing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Framing {
+    /// JSON texts back-to-back, no separator.
+    Json,
+    /// CBOR items back-to-back (P2).
+    Cbor,
+    /// Perl Storable `nfreeze` with a BER-compressed length prefix.
+    Storable,
+}
+
+impl Framing {
+    /// All framings this crate implements.
+    pub const ALL: [Framing; 3] = [Framing::Json, Framing::Cbor, Framing::Storable];
+
+    /// The name used in greetings and auth lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::Json => "json",
+            Framing::Cbor => "cbor",
+            Framing::Storable => "storable",
+        }
+    }
+
+    /// Parses a name as used on the wire (exact, case-sensitive).
+    pub fn from_name(name: &str) -> Option<Framing> {
+        Framing::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+impl fmt::Display for Framing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What was wrong with data-phase bytes or a value to encode.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum FramingError {
+    /// The bytes are not valid in this framing.
+    #[error("malformed {framing} packet: {reason}")]
+    Malformed {
+        /// The framing being decoded.
+        framing: Framing,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A packet is not an array (every AEMP packet is one).
+    #[error("{framing} packet is not an array")]
+    NotAnArray {
+        /// The framing being decoded.
+        framing: Framing,
+    },
+    /// The destination (element 0) is not a string.
+    #[error("{framing} packet has a destination that is not a string")]
+    BadDestination {
+        /// The framing being decoded.
+        framing: Framing,
+    },
+    /// A packet is (or announces itself as) larger than the configured maximum.
+    #[error("{framing} packet of at least {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The framing being decoded.
+        framing: Framing,
+        /// The size seen so far (a lower bound).
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The payload does not fit the requested type.
+    #[error("{framing} packet does not decode into the requested type: {reason}")]
+    Type {
+        /// The framing being decoded.
+        framing: Framing,
+        /// What serde said.
+        reason: String,
+    },
+    /// A value cannot be encoded (for example a message that does not serialise to a sequence).
+    #[error("cannot encode as {framing}: {reason}")]
+    Encode {
+        /// The framing being encoded.
+        framing: Framing,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// One complete packet as received: its bytes and its framing.
+///
+/// For `storable` the bytes are the `nfreeze` image without the length prefix.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Packet {
+    framing: Framing,
+    bytes: Bytes,
+}
+
+impl fmt::Debug for Packet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_value() {
+            Ok(v) => write!(f, "Packet({}, {v:?})", self.framing),
+            Err(_) => write!(f, "Packet({}, {} undecodable bytes)", self.framing, self.bytes.len()),
+        }
+    }
+}
+
+impl Packet {
+    /// Wraps the bytes of one complete packet. The bytes are not checked until they are read.
+    pub fn from_bytes(framing: Framing, bytes: Bytes) -> Packet {
+        Packet { framing, bytes }
+    }
+
+    /// The framing these bytes are in.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The packet's bytes (for storable: without the length prefix).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The packet's bytes as a shared buffer.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The destination port name (element 0): `""` for the node port and for the empty
+    /// keepalive packet `[]`. Borrows from the packet unless the wire form needs unescaping.
+    pub fn dest(&self) -> Result<Cow<'_, str>, FramingError> {
+        match self.framing {
+            Framing::Json => json::dest(&self.bytes),
+            Framing::Cbor => cbor::dest(&self.bytes),
+            Framing::Storable => storable::dest(&self.bytes),
+        }
+    }
+
+    /// The whole packet as a loose value (an array).
+    pub fn to_value(&self) -> Result<Value, FramingError> {
+        match self.framing {
+            Framing::Json => json::to_value(&self.bytes),
+            Framing::Cbor => cbor::to_value(&self.bytes),
+            Framing::Storable => storable::to_value(&self.bytes),
+        }
+    }
+
+    /// The elements after the destination, as loose values.
+    pub fn args(&self) -> Result<Vec<Value>, FramingError> {
+        match self.to_value()? {
+            Value::Array(mut items) => {
+                if !items.is_empty() {
+                    items.remove(0);
+                }
+                Ok(items)
+            }
+            _ => Err(FramingError::NotAnArray {
+                framing: self.framing,
+            }),
+        }
+    }
+
+    /// The whole packet (destination included) decoded straight into a serde type.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, FramingError> {
+        match self.framing {
+            Framing::Json => json::decode(&self.bytes),
+            Framing::Cbor => cbor::decode(&self.bytes),
+            Framing::Storable => storable::decode(&self.bytes),
+        }
+    }
+}
+
+/// Cuts packets out of a growing receive buffer.
+///
+/// The decoder remembers how far it has scanned, so feeding a large packet in many small pieces
+/// costs time linear in its size.
+#[derive(Debug)]
+pub struct PacketDecoder {
+    framing: Framing,
+    max_packet: usize,
+    scanner: Scanner,
+}
+
+#[derive(Debug)]
+enum Scanner {
+    Json(json::Scanner),
+    Cbor(cbor::Scanner),
+    Storable(storable::Scanner),
+}
+
+impl PacketDecoder {
+    /// A decoder for `framing` that refuses packets larger than `max_packet` bytes.
+    pub fn new(framing: Framing, max_packet: usize) -> PacketDecoder {
+        let scanner = match framing {
+            Framing::Json => Scanner::Json(json::Scanner::default()),
+            Framing::Cbor => Scanner::Cbor(cbor::Scanner::default()),
+            Framing::Storable => Scanner::Storable(storable::Scanner::default()),
+        };
+        PacketDecoder {
+            framing,
+            max_packet,
+            scanner,
+        }
+    }
+
+    /// The framing this decoder reads.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Splits the next complete packet off the front of `buf`, or returns `None` when `buf` holds
+    /// no complete packet yet (keep the bytes, append more, call again).
+    ///
+    /// Bytes that only separate packets (whitespace in json) are consumed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, FramingError> {
+        let found = match &mut self.scanner {
+            Scanner::Json(s) => s.scan(buf, self.max_packet)?,
+            Scanner::Cbor(s) => s.scan(buf, self.max_packet)?,
+            Scanner::Storable(s) => s.scan(buf, self.max_packet)?,
+        };
+        let Some(Frame { start, end }) = found else {
+            return Ok(None);
+        };
+        let mut frame = buf.split_to(end);
+        let bytes = frame.split_off(start).freeze();
+        Ok(Some(Packet {
+            framing: self.framing,
+            bytes,
+        }))
+    }
+}
+
+/// Where a complete packet lies in the buffer handed to a scanner: `buf[start..end]` is the
+/// packet, `buf[..start]` is skipped (separators, length prefix), `buf[..end]` is consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frame {
+    start: usize,
+    end: usize,
+}
+
+/// Appends one packet `[dest, msg…]` to `out`, where `msg` serialises to a sequence (a tuple, a
+/// `Vec`, a tuple struct, or a [`Value::Array`]): its elements follow `dest`.
+pub fn encode_packet<T: Serialize + ?Sized>(
+    framing: Framing,
+    dest: &str,
+    msg: &T,
+    out: &mut BytesMut,
+) -> Result<(), FramingError> {
+    match framing {
+        Framing::Json => json::encode_packet(dest, msg, out),
+        Framing::Cbor => cbor::encode_packet(dest, msg, out),
+        Framing::Storable => storable::encode_packet(dest, msg, out),
+    }
+}
+
+/// Appends a whole packet given as a loose value (it must be an array) to `out`.
+pub fn encode_value(framing: Framing, packet: &Value, out: &mut BytesMut) -> Result<(), FramingError> {
+    if !matches!(packet, Value::Array(_)) {
+        return Err(FramingError::Encode {
+            framing,
+            reason: "a packet must be an array".into(),
+        });
+    }
+    match framing {
+        Framing::Json => json::encode_value(packet, out),
+        Framing::Cbor => cbor::encode_value(packet, out),
+        Framing::Storable => storable::encode_value(packet, out),
+    }
+}
