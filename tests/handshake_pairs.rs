@@ -17,7 +17,11 @@ fn every_dialect_completes_with_hmac() {
     for d in Dialect::ALL {
         let (a, b) = run_pair(cfg("alpha", "s3cret", d), cfg("beta", "s3cret", d));
         let (a, b) = (a.established.unwrap(), b.established.unwrap());
-        let hmac = if d == Dialect::P2 { AuthMethod::HmacSha3_512 } else { AuthMethod::HmacMd6_64_256 };
+        let hmac = if d == Dialect::P2 {
+            AuthMethod::HmacSha3_512
+        } else {
+            AuthMethod::HmacMd6_64_256
+        };
         for (me, other) in [(&a, "beta"), (&b, "alpha")] {
             assert_eq!(me.dialect, d);
             assert_eq!(me.peer_node_id(), other);
@@ -27,7 +31,11 @@ fn every_dialect_completes_with_hmac() {
             assert_eq!(me.peer_auth(), hmac);
             assert!(!me.tls);
             assert!(me.leftover.is_empty());
-            let expected = if d == Dialect::P2 { Framing::Cbor } else { Framing::Json };
+            let expected = if d == Dialect::P2 {
+                Framing::Cbor
+            } else {
+                Framing::Json
+            };
             assert_eq!((me.send_framing, me.recv_framing), (expected, expected));
         }
     }
@@ -101,9 +109,16 @@ fn tls_is_started_with_opposite_roles_and_tls_auth() {
         b.tls = true;
         let (a, b) = run_pair(a, b);
         let roles = (a.tls_role.unwrap(), b.tls_role.unwrap());
-        assert!(matches!(roles, (TlsRole::Client, TlsRole::Server) | (TlsRole::Server, TlsRole::Client)));
+        assert!(matches!(
+            roles,
+            (TlsRole::Client, TlsRole::Server) | (TlsRole::Server, TlsRole::Client)
+        ));
         let (a, b) = (a.established.unwrap(), b.established.unwrap());
-        let m = if d == Dialect::P2 { AuthMethod::TlsSha3_512 } else { AuthMethod::TlsMd6_64_256 };
+        let m = if d == Dialect::P2 {
+            AuthMethod::TlsSha3_512
+        } else {
+            AuthMethod::TlsMd6_64_256
+        };
         assert!(a.tls && b.tls);
         assert_eq!((a.sent_auth, b.peer_auth()), (m, m));
     }
@@ -128,12 +143,16 @@ fn data_after_the_auth_line_is_handed_over() {
     b.feed(&a.take_output()).unwrap();
     a.feed(&b.take_output()).unwrap();
     for hs in [&mut a, &mut b] {
-        let Some(Event::PeerGreeting(_)) = hs.poll_event() else { panic!() };
+        let Some(Event::PeerGreeting(_)) = hs.poll_event() else {
+            panic!()
+        };
         hs.accept_peer(None).unwrap();
     }
     let mut to_b = a.take_output();
     to_b.extend_from_slice(br#"["x",1]["#);
     b.feed(&to_b).unwrap();
-    let Some(Event::Established(e)) = b.poll_event() else { panic!() };
+    let Some(Event::Established(e)) = b.poll_event() else {
+        panic!()
+    };
     assert_eq!(e.leftover, br#"["x",1]["#);
 }

@@ -104,10 +104,7 @@ impl Dialect {
         if version != 1.0 {
             return None;
         }
-        let sha3 = greeting
-            .auth_accept
-            .iter()
-            .any(|m| m.ends_with("sha3_512"));
+        let sha3 = greeting.auth_accept.iter().any(|m| m.ends_with("sha3_512"));
         if greeting.key("mproto").is_some() || greeting.key("gproto").is_some() || sha3 {
             return Some(Dialect::P2);
         }
@@ -135,7 +132,10 @@ impl Dialect {
     ) -> Greeting {
         let mut keys: Vec<(String, Option<String>)> = vec![(
             "provider".into(),
-            Some(format!("{RUST_PROVIDER_PREFIX}{}", env!("CARGO_PKG_VERSION"))),
+            Some(format!(
+                "{RUST_PROVIDER_PREFIX}{}",
+                env!("CARGO_PKG_VERSION")
+            )),
         )];
         match self {
             // P0 peers take our `timeout` as their read timeout; we send `[]` within T−3 s.
@@ -200,21 +200,61 @@ mod tests {
     fn recognises_every_perl_release_line() {
         let md6 = "tls_md6_64_256,hmac_md6_64_256,tls_anon,cleartext";
         let sha3 = "tls_sha3_512,hmac_sha3_512,tls_anon,cleartext";
-        assert_eq!(dialect(&format!("aemp;0;r;{md6};json,storable;provider=AE-1.0;timeout=12")), Some(Dialect::P0));
-        assert_eq!(dialect(&format!("aemp;1;r;{md6};json,storable;timeout=;provider=AE-1.1")), Some(Dialect::P1a));
-        assert_eq!(dialect(&format!("aemp;1;r;{md6};json,storable;timeout=;provider=AE-")), Some(Dialect::P1a));
-        assert_eq!(dialect(&format!("aemp;1;r;{md6};json,storable;provider=AE-1.24")), Some(Dialect::P1a));
-        assert_eq!(dialect(&format!("aemp;1;r;{md6};json,storable;provider=AE-1.26")), Some(Dialect::P1b));
-        assert_eq!(dialect(&format!("aemp;1;r;{md6};json,storable;tls=1.0;provider=AE-1.30")), Some(Dialect::P1b));
-        assert_eq!(dialect(&format!("aemp;1;r;{sha3};cbor,json,storable;provider=AE-2.01;mproto=1;gproto=1")), Some(Dialect::P2));
-        assert_eq!(dialect(&format!("aemp;1.0;r;{sha3};cbor")), Some(Dialect::P2));
+        assert_eq!(
+            dialect(&format!(
+                "aemp;0;r;{md6};json,storable;provider=AE-1.0;timeout=12"
+            )),
+            Some(Dialect::P0)
+        );
+        assert_eq!(
+            dialect(&format!(
+                "aemp;1;r;{md6};json,storable;timeout=;provider=AE-1.1"
+            )),
+            Some(Dialect::P1a)
+        );
+        assert_eq!(
+            dialect(&format!(
+                "aemp;1;r;{md6};json,storable;timeout=;provider=AE-"
+            )),
+            Some(Dialect::P1a)
+        );
+        assert_eq!(
+            dialect(&format!("aemp;1;r;{md6};json,storable;provider=AE-1.24")),
+            Some(Dialect::P1a)
+        );
+        assert_eq!(
+            dialect(&format!("aemp;1;r;{md6};json,storable;provider=AE-1.26")),
+            Some(Dialect::P1b)
+        );
+        assert_eq!(
+            dialect(&format!(
+                "aemp;1;r;{md6};json,storable;tls=1.0;provider=AE-1.30"
+            )),
+            Some(Dialect::P1b)
+        );
+        assert_eq!(
+            dialect(&format!(
+                "aemp;1;r;{sha3};cbor,json,storable;provider=AE-2.01;mproto=1;gproto=1"
+            )),
+            Some(Dialect::P2)
+        );
+        assert_eq!(
+            dialect(&format!("aemp;1.0;r;{sha3};cbor")),
+            Some(Dialect::P2)
+        );
         assert_eq!(dialect(&format!("aemp;2;r;{md6};json")), None);
     }
 
     #[test]
     fn our_own_lines_are_recognised_as_what_they_speak() {
         for d in Dialect::ALL {
-            let g = d.greeting("me", d.auth_accept(), d.framings(), false, Some("127.0.0.1:1"));
+            let g = d.greeting(
+                "me",
+                d.auth_accept(),
+                d.framings(),
+                false,
+                Some("127.0.0.1:1"),
+            );
             let parsed = Greeting::parse(g.to_line().as_bytes()).unwrap();
             assert_eq!(Dialect::of_greeting(&parsed), Some(d), "{}", g.to_line());
             assert!(is_rust_peer(&parsed));

@@ -111,7 +111,8 @@ impl Greeting {
 
     /// Whether the sender offers TLS: `tls=<v>` with `int(v) == 1`.
     pub fn offers_tls(&self) -> bool {
-        self.key("tls").is_some_and(|v| perl_number(v).trunc() == 1.0)
+        self.key("tls")
+            .is_some_and(|v| perl_number(v).trunc() == 1.0)
     }
 
     /// The line as it is sent (without terminator).
@@ -260,21 +261,40 @@ mod tests {
             Greeting::parse(b"aemp;0;n;a;json;;;"),
             Ok(Greeting::parse(b"aemp;0;n;a;json").unwrap())
         );
-        assert_eq!(Greeting::parse(b"http;0;n;a;json"), Err(GreetingError::NotAemp));
-        assert_eq!(Greeting::parse(b"aemp;0;\xff;a;json"), Err(GreetingError::NotUtf8));
+        assert_eq!(
+            Greeting::parse(b"http;0;n;a;json"),
+            Err(GreetingError::NotAemp)
+        );
+        assert_eq!(
+            Greeting::parse(b"aemp;0;\xff;a;json"),
+            Err(GreetingError::NotUtf8)
+        );
         assert!(Greeting::parse(b"aemp-dataconn;1;n;a;json").is_ok());
     }
 
     #[test]
     fn versions_compare_numerically() {
-        for (text, n) in [("0", 0.0), ("1", 1.0), ("1.0", 1.0), ("01", 1.0), ("x", 0.0), ("1x", 1.0), (" 2", 2.0), ("", 0.0), (".", 0.0), ("1e0", 1.0), ("-1", -1.0)] {
+        for (text, n) in [
+            ("0", 0.0),
+            ("1", 1.0),
+            ("1.0", 1.0),
+            ("01", 1.0),
+            ("x", 0.0),
+            ("1x", 1.0),
+            (" 2", 2.0),
+            ("", 0.0),
+            (".", 0.0),
+            ("1e0", 1.0),
+            ("-1", -1.0),
+        ] {
             assert_eq!(perl_number(text), n, "{text:?}");
         }
     }
 
     #[test]
     fn tls_offer_needs_int_one() {
-        let with = |v: &str| Greeting::parse(format!("aemp;0;n;a;json;tls={v}").as_bytes()).unwrap();
+        let with =
+            |v: &str| Greeting::parse(format!("aemp;0;n;a;json;tls={v}").as_bytes()).unwrap();
         assert!(with("1.0").offers_tls());
         assert!(with("1.9").offers_tls());
         assert!(!with("2").offers_tls());
@@ -286,7 +306,11 @@ mod tests {
         let a = Nonce::random().unwrap();
         let b = Nonce::random().unwrap();
         assert_eq!(a.as_str().len(), 88);
-        assert!(a.as_str().bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/'));
+        assert!(
+            a.as_str()
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+        );
         assert_ne!(a, b);
         assert!(Nonce::from_line("a\nb").is_none());
     }

@@ -440,7 +440,9 @@ impl Handshake {
         if self.state == State::Done {
             return Ok(());
         }
-        let err = HandshakeError::UnexpectedEof { peer: self.peer_name() };
+        let err = HandshakeError::UnexpectedEof {
+            peer: self.peer_name(),
+        };
         self.state = State::Failed;
         Err(err)
     }
@@ -449,7 +451,9 @@ impl Handshake {
     /// `dialect` chooses ours (`None`: the dialect the peer's line 1 shows, else P0).
     pub fn accept_peer(&mut self, dialect: Option<Dialect>) -> Result<(), HandshakeError> {
         if self.state != State::PeerDecision {
-            return Err(HandshakeError::Misuse("accept_peer outside the line-1 decision"));
+            return Err(HandshakeError::Misuse(
+                "accept_peer outside the line-1 decision",
+            ));
         }
         if self.own.is_none() {
             let d = dialect
@@ -500,7 +504,11 @@ impl Handshake {
     fn run(&mut self) -> Result<(), HandshakeError> {
         match self.step_all() {
             Ok(()) => {
-                let pending = if self.state == State::Done { 0 } else { self.input.len() };
+                let pending = if self.state == State::Done {
+                    0
+                } else {
+                    self.input.len()
+                };
                 if pending > MAX_PENDING {
                     let err = HandshakeError::LineTooLong {
                         peer: self.peer_name(),
@@ -529,15 +537,21 @@ impl Handshake {
         loop {
             match self.state {
                 State::Line1 => {
-                    let Some(line) = self.take_line() else { return Ok(()) };
+                    let Some(line) = self.take_line() else {
+                        return Ok(());
+                    };
                     self.on_line1(line)?;
                 }
                 State::Line2 => {
-                    let Some(line) = self.take_line() else { return Ok(()) };
+                    let Some(line) = self.take_line() else {
+                        return Ok(());
+                    };
                     self.on_line2(line)?;
                 }
                 State::AuthLine => {
-                    let Some(line) = self.take_line() else { return Ok(()) };
+                    let Some(line) = self.take_line() else {
+                        return Ok(());
+                    };
                     self.on_auth_line(line)?;
                 }
                 State::PeerDecision | State::Tls | State::Done | State::Failed => return Ok(()),
@@ -546,10 +560,11 @@ impl Handshake {
     }
 
     fn on_line1(&mut self, line: Vec<u8>) -> Result<(), HandshakeError> {
-        let greeting = Greeting::parse(&line).map_err(|cause| HandshakeError::UnparsableGreeting {
-            peer: PeerName(None),
-            cause,
-        })?;
+        let greeting =
+            Greeting::parse(&line).map_err(|cause| HandshakeError::UnparsableGreeting {
+                peer: PeerName(None),
+                cause,
+            })?;
         let peer = PeerName(Some(greeting.node_id.clone()));
         if greeting.proto != PROTOCOL {
             return Err(HandshakeError::UnsupportedProtocol {
@@ -558,7 +573,11 @@ impl Handshake {
             });
         }
         // A reflected connection shows our own line 1; say so rather than "talking to myself".
-        if self.own.as_ref().is_some_and(|o| o.line1.as_bytes() == line.as_slice()) {
+        if self
+            .own
+            .as_ref()
+            .is_some_and(|o| o.line1.as_bytes() == line.as_slice())
+        {
             return Err(HandshakeError::Echo { peer });
         }
         let is_rust = dialect::is_rust_peer(&greeting);
@@ -571,7 +590,11 @@ impl Handshake {
         if self.own.is_some() {
             self.check_version()?;
         }
-        if self.peer.as_ref().is_some_and(|p| p.greeting.node_id == self.config.node_id) {
+        if self
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.greeting.node_id == self.config.node_id)
+        {
             return Err(HandshakeError::TalkingToItself { peer });
         }
         if let Some(p) = &self.peer {
@@ -599,17 +622,24 @@ impl Handshake {
     fn on_line2(&mut self, line: Vec<u8>) -> Result<(), HandshakeError> {
         self.peer_line2 = line;
         let (own, peer) = self.own_and_peer()?;
-        if own.line1.as_bytes() == self.peer_line1.as_slice()
-            && own.nonce.as_str().as_bytes() == self.peer_line2.as_slice()
-        {
-            return Err(HandshakeError::Echo { peer: self.peer_name() });
+        let own_nonce = own.nonce.as_str().as_bytes();
+        if own.line1.as_bytes() == self.peer_line1.as_slice() && own_nonce == self.peer_line2 {
+            return Err(HandshakeError::Echo {
+                peer: self.peer_name(),
+            });
         }
         let tls = self.config.tls && peer.greeting.offers_tls();
         // Identical nonces would make both sides TLS servers; refuse instead of hanging.
-        if tls && own.nonce.as_str().as_bytes() == self.peer_line2.as_slice() {
-            return Err(HandshakeError::Echo { peer: self.peer_name() });
+        if tls && own_nonce == self.peer_line2 {
+            return Err(HandshakeError::Echo {
+                peer: self.peer_name(),
+            });
         }
-        let method = self.choose_auth(tls)?;
+        let role = if own_nonce < self.peer_line2.as_slice() {
+            TlsRole::Client
+        } else {
+            TlsRole::Server
+        };
         let framing = peer
             .greeting
             .framings
@@ -620,13 +650,9 @@ impl Handshake {
                 peer: self.peer_name(),
                 offered: peer.greeting.framings.clone(),
             })?;
+        let method = self.choose_auth(tls)?;
         self.sent = Some((method, framing));
         if tls {
-            let role = if own.nonce.as_str().as_bytes() < self.peer_line2.as_slice() {
-                TlsRole::Client
-            } else {
-                TlsRole::Server
-            };
             self.tls_leftover = std::mem::take(&mut self.input);
             self.state = State::Tls;
             self.events.push_back(Event::StartTls(role));
@@ -643,7 +669,9 @@ impl Handshake {
         let (own, peer) = self.own_and_peer()?;
         let has_secret = !self.config.secret.is_empty();
         if !tls && !has_secret {
-            return Err(HandshakeError::NoSecret { peer: self.peer_name() });
+            return Err(HandshakeError::NoSecret {
+                peer: self.peer_name(),
+            });
         }
         peer.greeting
             .auth_accept
@@ -665,7 +693,10 @@ impl Handshake {
     }
 
     fn lines(&self) -> Result<GreetingLines<'_>, HandshakeError> {
-        let own = self.own.as_ref().ok_or(HandshakeError::Misuse("no own greeting"))?;
+        let own = self
+            .own
+            .as_ref()
+            .ok_or(HandshakeError::Misuse("no own greeting"))?;
         Ok(GreetingLines {
             own: [own.line1.as_bytes(), own.nonce.as_str().as_bytes()],
             peer: [&self.peer_line1, &self.peer_line2],
@@ -674,16 +705,17 @@ impl Handshake {
 
     fn send_auth_line(&mut self) -> Result<(), HandshakeError> {
         let (method, framing) = self.sent.ok_or(HandshakeError::Misuse("no auth chosen"))?;
-        let token = auth::own_token(method, &self.config.secret, &self.lines()?).map_err(|e| {
-            match e {
-                AuthError::NoSecret { .. } => HandshakeError::NoSecret { peer: self.peer_name() },
+        let token =
+            auth::own_token(method, &self.config.secret, &self.lines()?).map_err(|e| match e {
+                AuthError::NoSecret { .. } => HandshakeError::NoSecret {
+                    peer: self.peer_name(),
+                },
                 _ => HandshakeError::NoCommonAuth {
                     peer: self.peer_name(),
                     accepted: Vec::new(),
                     tls: self.tls,
                 },
-            }
-        })?;
+            })?;
         self.output
             .extend_from_slice(format!("{method};{token};{framing}\n").as_bytes());
         Ok(())
@@ -705,7 +737,10 @@ impl Handshake {
                 method: method_name.to_owned(),
             }
         })?;
-        let own = self.own.as_ref().ok_or(HandshakeError::Misuse("no own greeting"))?;
+        let own = self
+            .own
+            .as_ref()
+            .ok_or(HandshakeError::Misuse("no own greeting"))?;
         if !own.accept.contains(&method) {
             return Err(HandshakeError::AuthNotAccepted { peer, method });
         }
@@ -740,16 +775,17 @@ impl Handshake {
         let (sent_auth, send_framing) = self.sent.ok_or(HandshakeError::Misuse("no auth sent"))?;
         let peer_greeting = self.peer.clone().ok_or(HandshakeError::Misuse("no peer"))?;
         self.state = State::Done;
-        self.events.push_back(Event::Established(Box::new(Established {
-            proof,
-            peer: peer_greeting,
-            dialect,
-            send_framing,
-            recv_framing,
-            sent_auth,
-            tls: self.tls,
-            leftover: std::mem::take(&mut self.input),
-        })));
+        self.events
+            .push_back(Event::Established(Box::new(Established {
+                proof,
+                peer: peer_greeting,
+                dialect,
+                send_framing,
+                recv_framing,
+                sent_auth,
+                tls: self.tls,
+                leftover: std::mem::take(&mut self.input),
+            })));
         Ok(())
     }
 
@@ -784,8 +820,9 @@ impl Handshake {
     fn send_injected(&mut self, line1: String) -> Result<(), HandshakeError> {
         let greeting = Greeting::parse(line1.as_bytes())
             .map_err(|_| HandshakeError::Misuse("injected line 1 does not parse"))?;
-        let dialect = Dialect::of_greeting(&greeting)
-            .ok_or(HandshakeError::Misuse("injected line 1 shows no known dialect"))?;
+        let dialect = Dialect::of_greeting(&greeting).ok_or(HandshakeError::Misuse(
+            "injected line 1 shows no known dialect",
+        ))?;
         let accept = greeting
             .auth_accept
             .iter()

@@ -141,11 +141,17 @@ impl Side {
                     }
                 }
                 Event::StartTls(role) => {
-                    // In memory, TLS is a transparent tunnel: nothing is received past line 2
-                    // before our side's auth line, so the leftover must be empty.
+                    // In memory, TLS is a transparent tunnel: what arrived past line 2 is the
+                    // peer's (here unencrypted) auth line, fed once "TLS" is up.
                     self.out.tls_role = Some(role);
-                    assert!(self.hs.take_tls_leftover().is_empty());
-                    if let Err(e) = self.hs.tls_established() {
+                    let early = self.hs.take_tls_leftover();
+                    if let Err(e) = self.hs.tls_established().and_then(|()| {
+                        if early.is_empty() {
+                            Ok(())
+                        } else {
+                            self.hs.feed(&early)
+                        }
+                    }) {
                         self.out.error.get_or_insert(e);
                     }
                 }

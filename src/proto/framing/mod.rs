@@ -126,7 +126,12 @@ impl fmt::Debug for Packet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.to_value() {
             Ok(v) => write!(f, "Packet({}, {v:?})", self.framing),
-            Err(_) => write!(f, "Packet({}, {} undecodable bytes)", self.framing, self.bytes.len()),
+            Err(_) => write!(
+                f,
+                "Packet({}, {} undecodable bytes)",
+                self.framing,
+                self.bytes.len()
+            ),
         }
     }
 }
@@ -280,7 +285,11 @@ pub fn encode_packet<T: Serialize + ?Sized>(
 }
 
 /// Appends a whole packet given as a loose value (it must be an array) to `out`.
-pub fn encode_value(framing: Framing, packet: &Value, out: &mut BytesMut) -> Result<(), FramingError> {
+pub fn encode_value(
+    framing: Framing,
+    packet: &Value,
+    out: &mut BytesMut,
+) -> Result<(), FramingError> {
     if !matches!(packet, Value::Array(_)) {
         return Err(FramingError::Encode {
             framing,
