@@ -1,0 +1,94 @@
+//! Node configuration.
+
+use std::time::Duration;
+
+use crate::proto::dialect::Dialect;
+use crate::proto::framing::DEFAULT_MAX_PACKET;
+
+/// Which dialect a node speaks on its links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialectMode {
+    /// Listening: answer in the dialect of the dialler's line 1. Dialling: use `default`.
+    Auto {
+        /// The dialect used when dialling.
+        default: Dialect,
+    },
+    /// Always this dialect (peers of other versions are refused).
+    Fixed(Dialect),
+}
+
+/// Everything a node needs to start. `NodeConfig::default()` is a node with a random
+/// `anon/…` id on an ephemeral loopback port, no secret, no seeds.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node id; `anon/` (the default) or any id ending in `/` gets a random suffix, as in
+    /// Perl.
+    pub node_id: String,
+    /// The shared secret. Without one (and without TLS) no link can authenticate.
+    pub secret: Vec<u8>,
+    /// Addresses to listen on (`host:port`, port 0 allowed). Empty: a node without listeners.
+    pub binds: Vec<String>,
+    /// Addresses of nodes to dial at start (their ids are learned from their greetings).
+    pub seeds: Vec<String>,
+    /// The dialect policy.
+    pub dialect: DialectMode,
+    /// How long a handshake may take.
+    pub handshake_timeout: Duration,
+    /// How long messages to an unreachable node are kept before its monitors fire.
+    pub connect_timeout: Duration,
+    /// Packets that may wait in one link's send queue; `snd` beyond it fails the link.
+    pub send_queue: usize,
+    /// Largest packet accepted from a peer.
+    pub max_packet: usize,
+    /// Worker threads (actix arbiters) that run transports; 0 = one per core.
+    pub workers: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: "anon/".into(),
+            secret: Vec::new(),
+            binds: vec!["127.0.0.1:0".into()],
+            seeds: Vec::new(),
+            dialect: DialectMode::Auto {
+                default: Dialect::P0,
+            },
+            handshake_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            send_queue: 65_536,
+            max_packet: DEFAULT_MAX_PACKET,
+            workers: 0,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A default configuration with this secret.
+    pub fn with_secret(secret: impl Into<Vec<u8>>) -> Self {
+        NodeConfig {
+            secret: secret.into(),
+            ..NodeConfig::default()
+        }
+    }
+}
+
+/// Replaces a trailing `/` of a node id with a random suffix, as Perl does for `anon/`.
+pub fn resolve_node_id(id: &str) -> String {
+    if id.is_empty() || id.ends_with('/') {
+        let base = if id.is_empty() { "anon/" } else { id };
+        format!("{base}{}", random_name(12))
+    } else {
+        id.to_owned()
+    }
+}
+
+/// A random name of `len` characters from `[0-9A-Za-z]`.
+pub(crate) fn random_name(len: usize) -> String {
+    use rand::RngExt as _;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
