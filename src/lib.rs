@@ -14,4 +14,6 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod net;
+pub mod node;
 pub mod proto;

@@ -56,7 +56,9 @@ pub(crate) fn relay(shared: &Shared, port: &str, args: Vec<Value>) {
 
 /// Answers a request that ends in a reply spec `reply_port, prefix…`.
 fn reply(shared: &Shared, spec: &[Value], results: Vec<Value>) {
-    let Some(port) = text(spec.first()) else { return };
+    let Some(port) = text(spec.first()) else {
+        return;
+    };
     let mut msg: Vec<Value> = spec.get(1..).map(<[Value]>::to_vec).unwrap_or_default();
     msg.extend(results);
     relay(shared, &port, msg);
@@ -107,7 +109,11 @@ pub(crate) fn handle(shared: &Shared, from: &Arc<str>, dialect: Dialect, args: V
             }
         }
         "info" => reply(shared, rest, vec![Value::Str(shared.id.to_string())]),
-        "up_nodes" => reply(shared, rest, shared.up_nodes().into_iter().map(Value::Str).collect()),
+        "up_nodes" => reply(
+            shared,
+            rest,
+            shared.up_nodes().into_iter().map(Value::Str).collect(),
+        ),
         "known_nodes" => {
             let mut nodes = vec![Value::Str(shared.id.to_string())];
             nodes.extend(shared.up_nodes().into_iter().map(Value::Str));
@@ -134,7 +140,9 @@ pub(crate) fn handle(shared: &Shared, from: &Arc<str>, dialect: Dialect, args: V
             reply(
                 shared,
                 rest.get(1..).unwrap_or_default(),
-                vec![Value::Str("remote code execution is not allowed on this node\n".into())],
+                vec![Value::Str(
+                    "remote code execution is not allowed on this node\n".into(),
+                )],
             )
         }
         other => {

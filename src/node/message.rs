@@ -68,12 +68,12 @@ impl Message {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, FramingError> {
         match &self.body {
             Body::Packet(p) => p.decode::<SkipFirst<T>>().map(|s| s.0),
-            Body::Local(v) => value::from_value(Value::Array(v.clone())).map_err(|e| {
-                FramingError::Type {
+            Body::Local(v) => {
+                value::from_value(Value::Array(v.clone())).map_err(|e| FramingError::Type {
                     framing: crate::proto::framing::Framing::Json,
                     reason: e.to_string(),
-                }
-            }),
+                })
+            }
         }
     }
 

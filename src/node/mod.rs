@@ -14,7 +14,9 @@ pub mod registry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use actix::{Actor, Addr, ArbiterHandle, Recipient};
 use bytes::{Bytes, BytesMut};
@@ -129,6 +131,11 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A fresh connection id.
+    pub fn next_conn(&self) -> u64 {
+        self.next()
+    }
+
     pub fn registry(&self) -> Option<&Addr<NodeRegistry>> {
         self.registry.get()
     }
@@ -150,7 +157,10 @@ impl Shared {
 
     /// Delivers a message to a local port; unknown ports drop it with a debug log.
     pub fn deliver_local(&self, port: &str, msg: Message) {
-        let recipient = read(&self.ports).ports.get(port).map(|e| e.recipient.clone());
+        let recipient = read(&self.ports)
+            .ports
+            .get(port)
+            .map(|e| e.recipient.clone());
         match recipient {
             Some(r) => {
                 if r.try_send(msg).is_err() && !r.connected() {
@@ -177,14 +187,21 @@ impl Shared {
 
     fn fire(&self, watcher: Watcher, port: &str, reason: Vec<Value>) {
         match watcher {
-            Watcher::Callback(cb) => cb(reason),
+            Watcher::Callback(cb) => {
+                if let Some(cb) = cb.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                    cb(reason);
+                }
+            }
             Watcher::Remote(node) => {
                 // Only if the watcher's node is connected, as in Perl.
                 let dialect = match read(&self.links).get(&*node) {
                     Some(LinkSlot::Up(l)) => l.dialect,
                     _ => return,
                 };
-                let mut args = vec![Value::Str(kernel::notify_tag(dialect).into()), Value::Str(port.into())];
+                let mut args = vec![
+                    Value::Str(kernel::notify_tag(dialect).into()),
+                    Value::Str(port.into()),
+                ];
                 args.extend(reason);
                 let _ = self.send_remote(&node, "", &Value::Array(args));
             }
@@ -197,7 +214,11 @@ impl Shared {
             let mut ports = write(&self.ports);
             if let Some(e) = ports.ports.get_mut(port) {
                 // At most one registration per (node, port).
-                if !e.monitors.iter().any(|(_, w)| matches!(w, Watcher::Remote(n) if *n == node)) {
+                if !e
+                    .monitors
+                    .iter()
+                    .any(|(_, w)| matches!(w, Watcher::Remote(n) if *n == node))
+                {
                     let id = self.next();
                     e.monitors.push((id, Watcher::Remote(node)));
                 }
@@ -220,7 +241,8 @@ impl Shared {
 
     pub fn unmonitor_local_for(&self, port: &str, node: &str) {
         if let Some(e) = write(&self.ports).ports.get_mut(port) {
-            e.monitors.retain(|(_, w)| !matches!(w, Watcher::Remote(n) if &**n == node));
+            e.monitors
+                .retain(|(_, w)| !matches!(w, Watcher::Remote(n) if &**n == node));
         }
     }
 
@@ -241,7 +263,12 @@ impl Shared {
 
     /// Sends `[port, msg…]` to a remote node: straight into the link's queue when it is up,
     /// else into the node's pending queue (which makes the registry connect).
-    pub fn send_remote<T: Serialize + ?Sized>(&self, node: &str, port: &str, msg: &T) -> Result<(), NodeError> {
+    pub fn send_remote<T: Serialize + ?Sized>(
+        &self,
+        node: &str,
+        port: &str,
+        msg: &T,
+    ) -> Result<(), NodeError> {
         let encode_err = |source| NodeError::Encode {
             port: format!("{node}#{port}"),
             source,
@@ -260,11 +287,22 @@ impl Shared {
                 }));
             }
         };
-        self.queue(node, Outgoing::Packet { dest: port.to_owned(), args })
+        self.queue(
+            node,
+            Outgoing::Packet {
+                dest: port.to_owned(),
+                args,
+            },
+        )
     }
 
     /// Waits for room in the link's queue instead of failing the link (backpressure).
-    pub async fn send_remote_wait<T: Serialize + ?Sized>(&self, node: &str, port: &str, msg: &T) -> Result<(), NodeError> {
+    pub async fn send_remote_wait<T: Serialize + ?Sized>(
+        &self,
+        node: &str,
+        port: &str,
+        msg: &T,
+    ) -> Result<(), NodeError> {
         let link = match read(&self.links).get(node) {
             Some(LinkSlot::Up(link)) => Some(link.clone()),
             _ => None,
@@ -273,14 +311,19 @@ impl Shared {
             return self.send_remote(node, port, msg);
         };
         let mut buf = BytesMut::new();
-        framing::encode_packet(link.framing, port, msg, &mut buf).map_err(|source| NodeError::Encode {
-            port: format!("{node}#{port}"),
-            source,
+        framing::encode_packet(link.framing, port, msg, &mut buf).map_err(|source| {
+            NodeError::Encode {
+                port: format!("{node}#{port}"),
+                source,
+            }
         })?;
-        link.tx.send(buf.freeze()).await.map_err(|_| NodeError::LinkGone {
-            node: node.to_owned(),
-            reason: "link closed".into(),
-        })
+        link.tx
+            .send(buf.freeze())
+            .await
+            .map_err(|_| NodeError::LinkGone {
+                node: node.to_owned(),
+                reason: "link closed".into(),
+            })
     }
 
     fn push(&self, node: &str, link: &LinkTx, bytes: Bytes) -> Result<(), NodeError> {
@@ -322,7 +365,9 @@ impl Shared {
                 links.insert(node.to_owned(), LinkSlot::Pending { queue: vec![out] });
                 drop(links);
                 if let Some(r) = self.registry() {
-                    r.do_send(registry::Connect { node: node.to_owned() });
+                    r.do_send(registry::Connect {
+                        node: node.to_owned(),
+                    });
                 }
                 Ok(())
             }
@@ -331,7 +376,13 @@ impl Shared {
 
     /// Sends a remote kill to `node`, with the tag of the link's dialect.
     pub fn kill_remote(&self, node: &str, port: &str, reason: Vec<Value>) -> Result<(), NodeError> {
-        self.queue(node, Outgoing::Kill { port: port.to_owned(), reason })
+        self.queue(
+            node,
+            Outgoing::Kill {
+                port: port.to_owned(),
+                reason,
+            },
+        )
     }
 
     /// Makes a link the node's transport: flushes the pending queue into it, in order, before
@@ -352,7 +403,12 @@ impl Shared {
         let dialect = link.dialect;
         links.insert(node.to_owned(), LinkSlot::Up(link));
         drop(links);
-        let _ = self.events.send(NodeEvent { node: node.to_owned(), up: true, reason: Vec::new(), dialect: Some(dialect) });
+        let _ = self.events.send(NodeEvent {
+            node: node.to_owned(),
+            up: true,
+            reason: Vec::new(),
+            dialect: Some(dialect),
+        });
     }
 
     /// The link with connection id `conn` failed: drop it, fire every monitor on that node.
@@ -370,7 +426,12 @@ impl Shared {
         if was_up {
             let reason = transport_error(node, message);
             self.fire_node_monitors(node, &reason);
-            let _ = self.events.send(NodeEvent { node: node.to_owned(), up: false, reason, dialect: None });
+            let _ = self.events.send(NodeEvent {
+                node: node.to_owned(),
+                up: false,
+                reason,
+                dialect: None,
+            });
         }
     }
 
@@ -435,6 +496,11 @@ fn encode_outgoing(link: &LinkTx, out: &Outgoing, buf: &mut BytesMut) -> Result<
     }
 }
 
+/// Hands a node-port request from `from` to the kernel.
+pub(crate) fn kernel_deliver(shared: &Shared, from: &Arc<str>, dialect: Dialect, args: Vec<Value>) {
+    kernel::handle(shared, from, dialect, args);
+}
+
 /// `("transport_error", node, message)`.
 pub fn transport_error(node: &str, message: &str) -> Vec<Value> {
     vec![
@@ -476,8 +542,10 @@ impl Port {
     /// Kills the port with `("die", message)`: what a failing handler should do.
     pub fn die(mut self, message: impl Into<String>) {
         self.detached = true;
-        self.shared
-            .kill_local(&self.name, vec![Value::Str("die".into()), Value::Str(message.into())]);
+        self.shared.kill_local(
+            &self.name,
+            vec![Value::Str("die".into()), Value::Str(message.into())],
+        );
     }
 }
 
@@ -526,8 +594,12 @@ impl Drop for MonitorGuard {
         }
         let last = {
             let mut mons = lock(&s.remote_monitors);
-            let Some(ports) = mons.get_mut(&self.node) else { return };
-            let Some(list) = ports.get_mut(&self.port) else { return };
+            let Some(ports) = mons.get_mut(&self.node) else {
+                return;
+            };
+            let Some(list) = ports.get_mut(&self.port) else {
+                return;
+            };
             list.retain(|(id, _)| *id != self.id);
             if list.is_empty() {
                 ports.remove(&self.port);
@@ -551,7 +623,9 @@ impl Node {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let workers = (0..workers).map(|_| actix::Arbiter::new().handle()).collect();
+        let workers = (0..workers)
+            .map(|_| actix::Arbiter::new().handle())
+            .collect();
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             id,
@@ -615,7 +689,10 @@ impl Node {
     /// Remembers addresses for a node id, so that sending to it dials them.
     pub fn add_node_addresses(&self, node: impl Into<String>, addrs: Vec<String>) {
         if let Some(r) = self.shared.registry() {
-            r.do_send(registry::Addresses { node: node.into(), addrs });
+            r.do_send(registry::Addresses {
+                node: node.into(),
+                addrs,
+            });
         }
     }
 
@@ -658,7 +735,8 @@ impl Node {
             if name.is_empty() {
                 kernel::handle_local(&self.shared, args);
             } else {
-                self.shared.deliver_local(name, Message::local(self.shared.id.clone(), args));
+                self.shared
+                    .deliver_local(name, Message::local(self.shared.id.clone(), args));
             }
             return Ok(());
         }
@@ -691,7 +769,11 @@ impl Node {
     /// Monitors a port: `callback` runs once with the kill reason when it dies (or with
     /// `("transport_error", node, message)` when its node is lost). Monitoring a bare node id
     /// fires only on transport loss.
-    pub fn mon(&self, port: &str, callback: impl FnOnce(Vec<Value>) + Send + 'static) -> MonitorGuard {
+    pub fn mon(
+        &self,
+        port: &str,
+        callback: impl FnOnce(Vec<Value>) + Send + 'static,
+    ) -> MonitorGuard {
         let (node, name) = split_port_id(port);
         let s = &self.shared;
         let id = s.next();
@@ -702,7 +784,7 @@ impl Node {
             shared: s.clone(),
             detached: false,
         };
-        let watcher = Watcher::Callback(Box::new(callback));
+        let watcher = Watcher::callback(callback);
         if node == &*s.id {
             let mut ports = write(&s.ports);
             match ports.ports.get_mut(name) {
@@ -721,7 +803,11 @@ impl Node {
         }
         let first = {
             let mut mons = lock(&s.remote_monitors);
-            let list = mons.entry(node.to_owned()).or_default().entry(name.to_owned()).or_default();
+            let list = mons
+                .entry(node.to_owned())
+                .or_default()
+                .entry(name.to_owned())
+                .or_default();
             list.push((id, watcher));
             list.len() == 1
         };
@@ -729,7 +815,13 @@ impl Node {
             let _ = s.send_remote(node, "", &("mon1", name));
         } else if name.is_empty() && s.link_dialect(node).is_none() && !s.is_pending(node) {
             // Monitoring a node that is not up: connect, so that failure is reported.
-            let _ = s.queue(node, Outgoing::Packet { dest: String::new(), args: Vec::new() });
+            let _ = s.queue(
+                node,
+                Outgoing::Packet {
+                    dest: String::new(),
+                    args: Vec::new(),
+                },
+            );
         }
         guard
     }
@@ -742,10 +834,6 @@ impl Node {
         for w in &self.shared.workers {
             w.stop();
         }
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 }
 

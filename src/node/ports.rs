@@ -10,10 +10,18 @@ use crate::proto::value::Value;
 
 /// What happens when a watched port dies.
 pub(crate) enum Watcher {
-    /// A local callback, called once with the kill reason.
-    Callback(Box<dyn FnOnce(Vec<Value>) + Send>),
+    /// A local callback, called once with the kill reason (in a mutex only to be `Sync`).
+    Callback(std::sync::Mutex<Option<Callback>>),
     /// A node that sent `mon1` for this port: it gets the dialect's notification.
     Remote(Arc<str>),
+}
+
+pub(crate) type Callback = Box<dyn FnOnce(Vec<Value>) + Send>;
+
+impl Watcher {
+    pub fn callback(cb: impl FnOnce(Vec<Value>) + Send + 'static) -> Watcher {
+        Watcher::Callback(std::sync::Mutex::new(Some(Box::new(cb))))
+    }
 }
 
 pub(crate) struct PortEntry {

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext, Context, Handler};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 
 use super::{LinkTx, Shared};
 use crate::net::transport;
@@ -127,7 +127,11 @@ impl Handler<Connect> for NodeRegistry {
                 transport::dial(self.shared.clone(), addr.clone());
             }
         }
-        let message = if addrs.is_empty() { "no known address" } else { "unable to connect" };
+        let message = if addrs.is_empty() {
+            "no known address"
+        } else {
+            "unable to connect"
+        };
         ctx.run_later(self.shared.config.connect_timeout, move |act, _| {
             act.connecting.remove(&node);
             if !act.up.contains_key(&node) {
@@ -147,7 +151,13 @@ impl Handler<Line1> for NodeRegistry {
             if other != msg.conn {
                 // Two handshakes with one node: keep the one dialled by the smaller node id,
                 // which both ends compute alike.
-                let dialler = |outgoing: bool| if outgoing { self.shared.id.to_string() } else { msg.node.clone() };
+                let dialler = |outgoing: bool| {
+                    if outgoing {
+                        self.shared.id.to_string()
+                    } else {
+                        msg.node.clone()
+                    }
+                };
                 let (new, old) = (dialler(msg.outgoing), dialler(other_outgoing));
                 if new >= old {
                     return Err("a connection to this node is already being set up".into());
@@ -166,7 +176,11 @@ impl Handler<Up> for NodeRegistry {
         if self.cancelled.remove(&msg.conn) || self.up.contains_key(&msg.node) {
             return false;
         }
-        if self.handshakes.get(&msg.node).is_some_and(|(c, _)| *c == msg.conn) {
+        if self
+            .handshakes
+            .get(&msg.node)
+            .is_some_and(|(c, _)| *c == msg.conn)
+        {
             self.handshakes.remove(&msg.node);
         }
         if let Some(addr) = msg.dialled {
@@ -188,7 +202,11 @@ impl Handler<Down> for NodeRegistry {
     fn handle(&mut self, msg: Down, _: &mut Context<Self>) {
         self.cancelled.remove(&msg.conn);
         let Some(node) = msg.node else { return };
-        if self.handshakes.get(&node).is_some_and(|(c, _)| *c == msg.conn) {
+        if self
+            .handshakes
+            .get(&node)
+            .is_some_and(|(c, _)| *c == msg.conn)
+        {
             self.handshakes.remove(&node);
         }
         if self.up.get(&node) == Some(&msg.conn) {

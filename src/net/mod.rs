@@ -1,0 +1,4 @@
+//! The socket side: transports and listeners.
+
+pub mod listener;
+pub mod transport;
