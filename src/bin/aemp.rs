@@ -1,1 +1,321 @@
-fn main() {}
+//! `aemp`: run a node, or talk to any AEMP node (Rust or Perl) from the command line.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use aemp::node::{DialectMode, Message, Node, NodeConfig};
+use aemp::proto::dialect::Dialect;
+use aemp::proto::value::Value;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::sync::mpsc;
+
+#[derive(Parser)]
+#[command(name = "aemp", version, about = "AEMP (AnyEvent::MP) nodes in Rust")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The shared secret.
+    #[arg(long, env = "AEMP_SECRET", global = true, default_value = "")]
+    secret: String,
+    /// A node to dial (HOST:PORT); repeatable.
+    #[arg(long, global = true)]
+    seed: Vec<String>,
+    /// This node's id (`anon/` gets a random suffix).
+    #[arg(long, global = true, default_value = "anon/")]
+    nodeid: String,
+    /// The dialect to speak: auto, p0, p1a, p1b, p2.
+    #[arg(long, global = true, default_value = "auto")]
+    dialect: String,
+    /// Seconds to wait for the seed and for answers.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    timeout: f64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node until interrupted.
+    Run {
+        /// Addresses to listen on.
+        #[arg(long, default_value = "127.0.0.1:4040")]
+        bind: Vec<String>,
+    },
+    /// Send a message to a port; succeeds once the target node relayed a receipt back.
+    Snd {
+        /// The destination port id.
+        port: String,
+        /// Message elements: JSON where they parse, else strings.
+        args: Vec<String>,
+    },
+    /// Send a request with a fresh reply port appended and print the reply as JSON.
+    Cal {
+        /// The destination port id.
+        port: String,
+        /// Message elements.
+        args: Vec<String>,
+    },
+    /// Wait until a port dies and print the kill reason.
+    Mon {
+        /// The port id.
+        port: String,
+    },
+    /// Measure the link to the seed node with standard node-port requests.
+    Bench {
+        /// rtt (ping-pong), window (W in flight) or oneway (devnull, closed by time).
+        #[arg(long, value_enum, default_value_t = Mode::Rtt)]
+        mode: Mode,
+        /// Number of messages.
+        #[arg(short, long, default_value_t = 10_000)]
+        n: usize,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        /// Messages in flight (window mode).
+        #[arg(long, default_value_t = 100)]
+        window: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum Mode {
+    Rtt,
+    Window,
+    Oneway,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Rtt => "rtt",
+            Mode::Window => "window",
+            Mode::Oneway => "oneway",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("aemp=info")),
+        )
+        .init();
+    let system = actix::System::new();
+    let result = system.block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aemp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dialect_mode(name: &str) -> Result<DialectMode, String> {
+    if name == "auto" {
+        return Ok(DialectMode::Auto {
+            default: Dialect::P0,
+        });
+    }
+    Dialect::from_name(name)
+        .map(DialectMode::Fixed)
+        .ok_or_else(|| format!("unknown dialect {name:?} (auto, p0, p1a, p1b, p2)"))
+}
+
+/// A JSON value where the text parses as JSON, else the text as a string.
+fn parse_arg(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::Str(text.to_owned()))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let c = cli.common;
+    let timeout = Duration::from_secs_f64(c.timeout.max(0.1));
+    let binds = match &cli.command {
+        Command::Run { bind } => bind.clone(),
+        _ => Vec::new(),
+    };
+    let config = NodeConfig {
+        node_id: c.nodeid.clone(),
+        secret: c.secret.clone().into_bytes(),
+        binds,
+        seeds: Vec::new(),
+        dialect: dialect_mode(&c.dialect)?,
+        handshake_timeout: timeout,
+        connect_timeout: timeout,
+        ..NodeConfig::default()
+    };
+    let node = Node::start(config).await.map_err(|e| e.to_string())?;
+    if let Command::Run { .. } = cli.command {
+        let listen: Vec<String> = node.listeners().iter().map(|a| a.to_string()).collect();
+        println!("NODE {} LISTEN {}", node.id(), listen.join(","));
+        let mut events = node.node_events();
+        for seed in &c.seed {
+            node.connect(seed.clone());
+        }
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(ev) if ev.up => println!("UP {} {}", ev.node, ev.dialect.map_or("", |d| d.name())),
+                    Ok(ev) => println!("DOWN {} {}", ev.node, Value::Array(ev.reason)),
+                    Err(_) => {}
+                },
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    }
+    let seed_node = connect_seed(&node, &c.seed, timeout).await?;
+    match cli.command {
+        Command::Run { .. } => Ok(()),
+        Command::Snd { port, args } => {
+            let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
+            node.snd(&port, &msg).map_err(|e| e.to_string())?;
+            let (target, _) = aemp::node::split_port_id(&port);
+            let (reply, mut rx) = node.port_channel(16);
+            node.snd(target, &("snd", reply.id(), "message sent successfully"))
+                .map_err(|e| e.to_string())?;
+            let _ = wait(&mut rx, timeout)
+                .await
+                .ok_or("no receipt from the target node")?;
+            Ok(())
+        }
+        Command::Cal { port, args } => {
+            let (reply, mut rx) = node.port_channel(16);
+            let mut msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
+            msg.push(Value::Str(reply.id().to_owned()));
+            node.snd(&port, &msg).map_err(|e| e.to_string())?;
+            let m = wait(&mut rx, timeout).await.ok_or("no reply")?;
+            let args = m.args().map_err(|e| e.to_string())?;
+            println!("{}", Value::Array(args));
+            Ok(())
+        }
+        Command::Mon { port } => {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            node.mon(&port, move |reason| {
+                let _ = tx.send(reason);
+            })
+            .detach();
+            let reason = rx.recv().await.ok_or("monitor lost")?;
+            println!("{}", Value::Array(reason));
+            Ok(())
+        }
+        Command::Bench {
+            mode,
+            n,
+            size,
+            window,
+        } => bench(&node, &seed_node, mode, n, size, window, timeout).await,
+    }
+}
+
+async fn wait(rx: &mut mpsc::Receiver<Message>, timeout: Duration) -> Option<Message> {
+    tokio::time::timeout(timeout, rx.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Dials the seed and waits for its link; returns its node id.
+async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Result<String, String> {
+    let seed = seeds.first().ok_or("--seed HOST:PORT is required")?;
+    let mut events = node.node_events();
+    node.connect(seed.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ev)) if ev.up => return Ok(ev.node),
+            Ok(_) => {}
+            Err(_) => {
+                return Err(format!(
+                    "cannot reach {seed} within {timeout:?} (unreachable, wrong secret or version mismatch; see the log)"
+                ));
+            }
+        }
+    }
+}
+
+async fn bench(
+    node: &Node,
+    target: &str,
+    mode: Mode,
+    n: usize,
+    size: usize,
+    window: usize,
+    timeout: Duration,
+) -> Result<(), String> {
+    let payload = "x".repeat(size);
+    let (reply, mut rx) = node.port_channel(window.max(1) * 2 + 16);
+    let reply_id = reply.id().to_owned();
+    let mut rtts = Vec::with_capacity(if matches!(mode, Mode::Oneway) { 0 } else { n });
+    let start = Instant::now();
+    match mode {
+        Mode::Rtt | Mode::Window => {
+            let window = if matches!(mode, Mode::Rtt) {
+                1
+            } else {
+                window.max(1)
+            };
+            let mut sent_at = std::collections::VecDeque::with_capacity(window);
+            let mut sent = 0;
+            while sent < window.min(n) {
+                sent_at.push_back(Instant::now());
+                node.send(target, &("snd", reply_id.as_str(), sent, payload.as_str()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sent += 1;
+            }
+            for _ in 0..n {
+                wait(&mut rx, timeout).await.ok_or("reply timed out")?;
+                if let Some(t) = sent_at.pop_front() {
+                    rtts.push(t.elapsed());
+                }
+                if sent < n {
+                    sent_at.push_back(Instant::now());
+                    node.send(target, &("snd", reply_id.as_str(), sent, payload.as_str()))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    sent += 1;
+                }
+            }
+        }
+        Mode::Oneway => {
+            for _ in 0..n {
+                node.send(target, &("devnull", payload.as_str()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            node.send(target, &("time", reply_id.as_str(), "end"))
+                .await
+                .map_err(|e| e.to_string())?;
+            wait(&mut rx, timeout.max(Duration::from_secs(60)))
+                .await
+                .ok_or("end marker timed out")?;
+        }
+    }
+    let elapsed = start.elapsed();
+    rtts.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mean = if rtts.is_empty() {
+        0.0
+    } else {
+        rtts.iter().map(|d| us(*d)).sum::<f64>() / rtts.len() as f64
+    };
+    let pick = |q: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| us(*d))
+    };
+    println!(
+        "RESULT mode={} n={n} size={size} msgs_per_s={:.0} rtt_mean_us={mean:.1} rtt_median_us={:.1} rtt_p99_us={:.1}",
+        mode.name(),
+        n as f64 / elapsed.as_secs_f64(),
+        pick(0.5),
+        pick(0.99)
+    );
+    Ok(())
+}

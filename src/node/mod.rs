@@ -162,12 +162,11 @@ impl Shared {
             .get(port)
             .map(|e| e.recipient.clone());
         match recipient {
-            Some(r) => {
-                if r.try_send(msg).is_err() && !r.connected() {
-                    // The port's actor has stopped: the port dies with it, no reason.
-                    self.kill_local(port, Vec::new());
-                }
-            }
+            // do_send: a port has no queue limit in AEMP, and try_send would drop silently
+            // whenever the actor's mailbox is momentarily full.
+            Some(r) if r.connected() => r.do_send(msg),
+            // The port's actor has stopped: the port dies with it, no reason.
+            Some(_) => self.kill_local(port, Vec::new()),
             None => tracing::debug!(node = %self.id, port, "message to unknown port dropped"),
         }
     }
@@ -563,6 +562,26 @@ impl std::fmt::Debug for Port {
     }
 }
 
+/// The actor behind [`Node::port_channel`].
+struct ChannelPort(mpsc::Sender<Message>);
+
+impl Actor for ChannelPort {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Message> for ChannelPort {
+    type Result = ();
+    fn handle(&mut self, msg: Message, ctx: &mut actix::Context<Self>) {
+        match self.0.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("port channel full: message dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => actix::ActorContext::stop(ctx),
+        }
+    }
+}
+
 /// A monitor; dropping it cancels the monitor (send `mon0` when it was the last one).
 #[must_use = "dropping a MonitorGuard cancels the monitor"]
 pub struct MonitorGuard {
@@ -712,6 +731,15 @@ impl Node {
             shared: self.shared.clone(),
             detached: false,
         }
+    }
+
+    /// Creates a port whose messages arrive on a channel (for code that is not an actor).
+    /// At most `capacity` messages wait; more are dropped with a warning, as a port that
+    /// cannot keep up would lose them.
+    pub fn port_channel(&self, capacity: usize) -> (Port, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let port = self.port(ChannelPort(tx).start().recipient());
+        (port, rx)
     }
 
     /// Sends a message to a port, local or remote. Never blocks and never fails for delivery

@@ -1,0 +1,255 @@
+//! Nodes talking over real loopback sockets, in one process.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use aemp::node::{DialectMode, Message, Node, NodeConfig};
+use aemp::proto::dialect::Dialect;
+use aemp::proto::value::Value;
+use tokio::sync::mpsc;
+
+struct Collect(mpsc::UnboundedSender<Message>);
+impl Actor for Collect {
+    type Context = Context<Self>;
+}
+impl Handler<Message> for Collect {
+    type Result = ();
+    fn handle(&mut self, m: Message, _: &mut Context<Self>) {
+        let _ = self.0.send(m);
+    }
+}
+
+fn collector() -> (Recipient<Message>, mpsc::UnboundedReceiver<Message>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Collect(tx).start().recipient(), rx)
+}
+
+async fn node(dialect: DialectMode) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("aemp=debug")
+        .try_init();
+    Node::start(NodeConfig {
+        secret: b"test-secret".to_vec(),
+        dialect,
+        workers: 2,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn introduce(a: &Node, b: &Node) {
+    a.add_node_addresses(
+        b.id(),
+        b.listeners().iter().map(|l| l.to_string()).collect(),
+    );
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("timed out")
+        .expect("channel closed")
+}
+
+#[actix_rt::test]
+async fn messages_flow_both_ways_in_every_dialect() {
+    for d in Dialect::ALL {
+        let a = node(DialectMode::Fixed(d)).await;
+        let b = node(DialectMode::Fixed(d)).await;
+        introduce(&a, &b);
+        let (ra, mut rxa) = collector();
+        let (rb, mut rxb) = collector();
+        let pa = a.port(ra);
+        let pb = b.port(rb);
+        a.snd(pb.id(), &("hello", 1, pa.id())).unwrap();
+        let m = recv(&mut rxb).await;
+        assert_eq!(&*m.from, a.id());
+        let (tag, n, reply): (String, i64, String) = m.decode().unwrap();
+        assert_eq!((tag.as_str(), n), ("hello", 1));
+        b.snd(&reply, &("pong", vec![1.5, 2.0])).unwrap();
+        let m = recv(&mut rxa).await;
+        let (tag, v): (String, Vec<f64>) = m.decode().unwrap();
+        assert_eq!((tag.as_str(), v), ("pong", vec![1.5, 2.0]));
+        assert_eq!(a.link_dialect(b.id()), Some(d));
+        assert_eq!(b.link_dialect(a.id()), Some(d));
+        a.shutdown();
+        b.shutdown();
+    }
+}
+
+#[actix_rt::test]
+async fn a_listener_on_auto_answers_in_the_diallers_dialect() {
+    for d in Dialect::ALL {
+        let a = node(DialectMode::Fixed(d)).await;
+        let b = node(DialectMode::Auto {
+            default: Dialect::P0,
+        })
+        .await;
+        introduce(&a, &b);
+        let (rb, mut rxb) = collector();
+        let pb = b.port(rb);
+        a.snd(pb.id(), &("x",)).unwrap();
+        recv(&mut rxb).await;
+        assert_eq!(b.link_dialect(a.id()), Some(d));
+    }
+}
+
+#[actix_rt::test]
+async fn a_hundred_thousand_messages_arrive_complete_and_in_order() {
+    let a = node(DialectMode::Fixed(Dialect::P2)).await;
+    let b = node(DialectMode::Fixed(Dialect::P2)).await;
+    introduce(&a, &b);
+    let (rb, mut rxb) = collector();
+    let pb = b.port(rb);
+    let id = pb.id().to_owned();
+    let sender = a.clone();
+    actix_rt::spawn(async move {
+        for i in 0..100_000u32 {
+            sender.send(&id, &(i,)).await.unwrap();
+        }
+    });
+    for i in 0..100_000u32 {
+        let (n,): (u32,) = recv(&mut rxb).await.decode().unwrap();
+        assert_eq!(n, i);
+    }
+}
+
+#[actix_rt::test]
+async fn messages_sent_before_the_link_is_up_arrive_in_order() {
+    let a = node(DialectMode::Fixed(Dialect::P1b)).await;
+    let b = node(DialectMode::Fixed(Dialect::P1b)).await;
+    introduce(&a, &b);
+    let (rb, mut rxb) = collector();
+    let pb = b.port(rb);
+    for i in 0..1000 {
+        a.snd(pb.id(), &(i,)).unwrap();
+    }
+    for i in 0..1000 {
+        let (n,): (i32,) = recv(&mut rxb).await.decode().unwrap();
+        assert_eq!(n, i);
+    }
+}
+
+#[actix_rt::test]
+async fn remote_monitors_fire_with_the_kill_reason() {
+    for d in [Dialect::P0, Dialect::P1a, Dialect::P1b, Dialect::P2] {
+        let a = node(DialectMode::Fixed(d)).await;
+        let b = node(DialectMode::Fixed(d)).await;
+        introduce(&a, &b);
+        let (rb, _rxb) = collector();
+        let pb = b.port(rb).detach();
+        let (tx, mut fired) = mpsc::unbounded_channel();
+        a.mon(&pb, move |reason| {
+            let _ = tx.send(reason);
+        })
+        .detach();
+        // Wait for the link and the mon1 to arrive, then kill on b.
+        let (rb2, mut rxb2) = collector();
+        let probe = b.port(rb2);
+        a.snd(probe.id(), &("sync",)).unwrap();
+        recv(&mut rxb2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.kil(&pb, vec![Value::from("my_error"), Value::from("disk full")])
+            .unwrap();
+        let reason = recv(&mut fired).await;
+        assert_eq!(
+            reason,
+            vec![Value::from("my_error"), Value::from("disk full")],
+            "{d}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn monitoring_a_missing_port_reports_no_such_port() {
+    for d in [Dialect::P0, Dialect::P2] {
+        let a = node(DialectMode::Fixed(d)).await;
+        let b = node(DialectMode::Fixed(d)).await;
+        introduce(&a, &b);
+        let (tx, mut fired) = mpsc::unbounded_channel();
+        a.mon(&format!("{}#nope", b.id()), move |r| {
+            let _ = tx.send(r);
+        })
+        .detach();
+        let reason = recv(&mut fired).await;
+        assert_eq!(reason[0], Value::from("no_such_port"));
+        assert_eq!(reason.len(), if d == Dialect::P0 { 2 } else { 3 });
+    }
+}
+
+#[actix_rt::test]
+async fn remote_kill_works_where_the_dialect_has_it() {
+    for d in [Dialect::P1b, Dialect::P2] {
+        let a = node(DialectMode::Fixed(d)).await;
+        let b = node(DialectMode::Fixed(d)).await;
+        introduce(&a, &b);
+        let (rb, _rxb) = collector();
+        let pb = b.port(rb).detach();
+        let (tx, mut fired) = mpsc::unbounded_channel();
+        b.mon(&pb, move |r| {
+            let _ = tx.send(r);
+        })
+        .detach();
+        a.kil(&pb, vec![Value::from("die"), Value::from("asked to")])
+            .unwrap();
+        assert_eq!(
+            recv(&mut fired).await,
+            vec![Value::from("die"), Value::from("asked to")]
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn overflowing_the_send_queue_fails_the_link_and_fires_monitors() {
+    let a = Node::start(NodeConfig {
+        secret: b"k".to_vec(),
+        send_queue: 8,
+        workers: 1,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let b = node(DialectMode::Auto {
+        default: Dialect::P0,
+    })
+    .await;
+    introduce(&a, &b);
+    let (rb, mut rxb) = collector();
+    let pb = b.port(rb).detach();
+    a.snd(&pb, &("first",)).unwrap();
+    recv(&mut rxb).await;
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon(&pb, move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    let big = "x".repeat(64 * 1024);
+    for _ in 0..10_000 {
+        a.snd(&pb, &(big.as_str(),)).unwrap();
+    }
+    let reason = recv(&mut fired).await;
+    assert_eq!(
+        reason,
+        vec![
+            Value::from("transport_error"),
+            Value::from(b.id()),
+            Value::from("send queue full")
+        ]
+    );
+}
+
+#[actix_rt::test]
+async fn a_port_dies_with_its_guard_and_monitors_see_it() {
+    let a = node(DialectMode::Fixed(Dialect::P2)).await;
+    let (r, _rx) = collector();
+    let port = a.port(r);
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon(port.id(), move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    drop(port);
+    assert_eq!(recv(&mut fired).await, Vec::<Value>::new());
+}
