@@ -201,6 +201,36 @@ async fn remote_kill_works_where_the_dialect_has_it() {
     }
 }
 
+/// A peer that completes the handshake (P0, secret `k`) and then never reads again.
+async fn stalled_peer() -> (String, &'static str) {
+    use aemp::proto::handshake::{Event, Handshake, HandshakeConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    actix_rt::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut hs = Handshake::new(HandshakeConfig::new("stalled", b"k".to_vec(), Dialect::P0)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            s.write_all(&hs.take_output()).await.unwrap();
+            if hs.is_established() {
+                break;
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            hs.feed(&buf[..n]).unwrap();
+            while let Some(ev) = hs.poll_event() {
+                if let Event::PeerGreeting(_) = ev {
+                    hs.accept_peer(None).unwrap();
+                }
+            }
+        }
+        // Keep the socket open, never read.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(s);
+    });
+    (addr, "stalled")
+}
+
 #[actix_rt::test]
 async fn overflowing_the_send_queue_fails_the_link_and_fires_monitors() {
     let a = Node::start(NodeConfig {
@@ -211,33 +241,29 @@ async fn overflowing_the_send_queue_fails_the_link_and_fires_monitors() {
     })
     .await
     .unwrap();
-    let b = node(DialectMode::Auto {
-        default: Dialect::P0,
-    })
-    .await;
-    introduce(&a, &b);
-    let (rb, mut rxb) = collector();
-    let pb = b.port(rb).detach();
-    a.snd(&pb, &("first",)).unwrap();
-    recv(&mut rxb).await;
+    let (addr, peer) = stalled_peer().await;
+    a.add_node_addresses(peer, vec![addr]);
+    let port = format!("{peer}#p");
     let (tx, mut fired) = mpsc::unbounded_channel();
-    a.mon(&pb, move |r| {
+    a.mon(&port, move |r| {
         let _ = tx.send(r);
     })
     .detach();
+    let mut events = a.node_events();
+    let up = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    assert!(up.up);
     let big = "x".repeat(64 * 1024);
-    for _ in 0..10_000 {
-        a.snd(&pb, &(big.as_str(),)).unwrap();
+    for _ in 0..2_000 {
+        a.snd(&port, &(big.as_str(),)).unwrap();
+        tokio::task::yield_now().await;
     }
     let reason = recv(&mut fired).await;
     assert_eq!(
         reason,
-        vec![
-            Value::from("transport_error"),
-            Value::from(b.id()),
-            Value::from("send queue full")
-        ]
+        vec![Value::from("transport_error"), Value::from(peer), Value::from("send queue full")]
     );
+    let down = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    assert!(!down.up);
 }
 
 #[actix_rt::test]

@@ -86,6 +86,13 @@ pub(crate) enum Outgoing {
     Kill { port: String, reason: Vec<Value> },
 }
 
+/// What an awaitable send finds.
+enum Wait {
+    Up(LinkTx),
+    Full,
+    Queue,
+}
+
 /// The sending end of an up link.
 #[derive(Clone)]
 pub(crate) struct LinkTx {
@@ -114,6 +121,8 @@ pub(crate) struct Shared {
     workers: Vec<ArbiterHandle>,
     next_worker: AtomicUsize,
     pub events: broadcast::Sender<NodeEvent>,
+    /// Woken whenever a link comes up or a node's slot goes away.
+    link_changed: tokio::sync::Notify,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -272,10 +281,15 @@ impl Shared {
             port: format!("{node}#{port}"),
             source,
         };
-        if let Some(LinkSlot::Up(link)) = read(&self.links).get(node) {
+        // Clone the sender out: a full queue fails the link, which takes the write lock.
+        let up = match read(&self.links).get(node) {
+            Some(LinkSlot::Up(link)) => Some(link.clone()),
+            _ => None,
+        };
+        if let Some(link) = up {
             let mut buf = BytesMut::new();
             framing::encode_packet(link.framing, port, msg, &mut buf).map_err(encode_err)?;
-            return self.push(node, link, buf.freeze());
+            return self.push(node, &link, buf.freeze());
         }
         let args = match value::to_value(msg) {
             Ok(Value::Array(a)) => a,
@@ -295,34 +309,36 @@ impl Shared {
         )
     }
 
-    /// Waits for room in the link's queue instead of failing the link (backpressure).
-    pub async fn send_remote_wait<T: Serialize + ?Sized>(
-        &self,
-        node: &str,
-        port: &str,
-        msg: &T,
-    ) -> Result<(), NodeError> {
-        let link = match read(&self.links).get(node) {
-            Some(LinkSlot::Up(link)) => Some(link.clone()),
-            _ => None,
-        };
-        let Some(link) = link else {
-            return self.send_remote(node, port, msg);
-        };
-        let mut buf = BytesMut::new();
-        framing::encode_packet(link.framing, port, msg, &mut buf).map_err(|source| {
-            NodeError::Encode {
+    /// Waits for room in the link's queue instead of failing the link (backpressure). While
+    /// the node is not up yet, it waits for room in the pending queue instead.
+    pub async fn send_remote_wait<T: Serialize + ?Sized>(&self, node: &str, port: &str, msg: &T) -> Result<(), NodeError> {
+        loop {
+            let changed = self.link_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let state = match read(&self.links).get(node) {
+                Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
+                Some(LinkSlot::Pending { queue }) if queue.len() >= self.config.send_queue => Wait::Full,
+                _ => Wait::Queue,
+            };
+            let link = match state {
+                Wait::Up(link) => link,
+                Wait::Full => {
+                    changed.await;
+                    continue;
+                }
+                Wait::Queue => return self.send_remote(node, port, msg),
+            };
+            let mut buf = BytesMut::new();
+            framing::encode_packet(link.framing, port, msg, &mut buf).map_err(|source| NodeError::Encode {
                 port: format!("{node}#{port}"),
                 source,
-            }
-        })?;
-        link.tx
-            .send(buf.freeze())
-            .await
-            .map_err(|_| NodeError::LinkGone {
+            })?;
+            return link.tx.send(buf.freeze()).await.map_err(|_| NodeError::LinkGone {
                 node: node.to_owned(),
                 reason: "link closed".into(),
-            })
+            });
+        }
     }
 
     fn push(&self, node: &str, link: &LinkTx, bytes: Bytes) -> Result<(), NodeError> {
@@ -402,6 +418,7 @@ impl Shared {
         let dialect = link.dialect;
         links.insert(node.to_owned(), LinkSlot::Up(link));
         drop(links);
+        self.link_changed.notify_waiters();
         let _ = self.events.send(NodeEvent {
             node: node.to_owned(),
             up: true,
@@ -422,6 +439,7 @@ impl Shared {
                 _ => false,
             }
         };
+        self.link_changed.notify_waiters();
         if was_up {
             let reason = transport_error(node, message);
             self.fire_node_monitors(node, &reason);
@@ -443,6 +461,7 @@ impl Shared {
                 _ => false,
             }
         };
+        self.link_changed.notify_waiters();
         if removed {
             tracing::info!(node = %self.id, peer = node, "dropping queued messages: {message}");
             self.fire_node_monitors(node, &transport_error(node, message));
@@ -659,6 +678,7 @@ impl Node {
             workers,
             next_worker: AtomicUsize::new(0),
             events,
+            link_changed: tokio::sync::Notify::new(),
         });
         let registry = NodeRegistry::new(shared.clone()).start();
         let _ = shared.registry.set(registry.clone());
