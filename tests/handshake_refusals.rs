@@ -26,10 +26,10 @@ fn script(hs: &mut Handshake, lines: &[&str]) -> Option<HandshakeError> {
             return Some(e);
         }
         while let Some(ev) = hs.poll_event() {
-            if let Event::PeerGreeting(_) = ev {
-                if let Err(e) = hs.accept_peer(None) {
-                    return Some(e);
-                }
+            if let Event::PeerGreeting(_) = ev
+                && let Err(e) = hs.accept_peer(None)
+            {
+                return Some(e);
             }
         }
     }

@@ -209,7 +209,8 @@ async fn stalled_peer() -> (String, &'static str) {
     let addr = listener.local_addr().unwrap().to_string();
     actix_rt::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        let mut hs = Handshake::new(HandshakeConfig::new("stalled", b"k".to_vec(), Dialect::P0)).unwrap();
+        let mut hs =
+            Handshake::new(HandshakeConfig::new("stalled", b"k".to_vec(), Dialect::P0)).unwrap();
         let mut buf = [0u8; 4096];
         loop {
             s.write_all(&hs.take_output()).await.unwrap();
@@ -250,7 +251,10 @@ async fn overflowing_the_send_queue_fails_the_link_and_fires_monitors() {
     })
     .detach();
     let mut events = a.node_events();
-    let up = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    let up = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(up.up);
     let big = "x".repeat(64 * 1024);
     for _ in 0..2_000 {
@@ -260,9 +264,16 @@ async fn overflowing_the_send_queue_fails_the_link_and_fires_monitors() {
     let reason = recv(&mut fired).await;
     assert_eq!(
         reason,
-        vec![Value::from("transport_error"), Value::from(peer), Value::from("send queue full")]
+        vec![
+            Value::from("transport_error"),
+            Value::from(peer),
+            Value::from("send queue full")
+        ]
     );
-    let down = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    let down = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!down.up);
 }
 
@@ -278,4 +289,52 @@ async fn a_port_dies_with_its_guard_and_monitors_see_it() {
     .detach();
     drop(port);
     assert_eq!(recv(&mut fired).await, Vec::<Value>::new());
+}
+
+#[actix_rt::test]
+async fn simultaneous_dials_converge_to_one_link_with_nothing_lost() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("aemp=debug")
+        .try_init();
+    for round in 0..100 {
+        let cfg = |id: &str| NodeConfig {
+            node_id: format!("{id}/"),
+            secret: b"k".to_vec(),
+            workers: 1,
+            ..NodeConfig::default()
+        };
+        let a = Node::start(cfg("a")).await.unwrap();
+        let b = Node::start(cfg("b")).await.unwrap();
+        introduce(&a, &b);
+        introduce(&b, &a);
+        let (ra, mut rxa) = collector();
+        let (rb, mut rxb) = collector();
+        let (pa, pb) = (a.port(ra), b.port(rb));
+        let (mut ea, mut eb) = (a.node_events(), b.node_events());
+        // Both dial at once: the first message on each side makes its registry connect.
+        for i in 0..20 {
+            a.snd(pb.id(), &(i,)).unwrap();
+            b.snd(pa.id(), &(i,)).unwrap();
+        }
+        for i in 0..20 {
+            let (n,): (i32,) = recv(&mut rxb).await.decode().unwrap();
+            assert_eq!(n, i, "round {round}");
+            let (n,): (i32,) = recv(&mut rxa).await.decode().unwrap();
+            assert_eq!(n, i, "round {round}");
+        }
+        assert_eq!(a.up_nodes(), vec![b.id().to_owned()]);
+        assert_eq!(b.up_nodes(), vec![a.id().to_owned()]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for events in [&mut ea, &mut eb] {
+            let ev = events.try_recv().expect("one up event");
+            assert!(ev.up, "round {round}: {ev:?}");
+            assert!(
+                events.try_recv().is_err(),
+                "round {round}: no second event (no down, no blip)"
+            );
+        }
+        a.shutdown();
+        b.shutdown();
+    }
 }

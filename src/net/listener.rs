@@ -20,13 +20,10 @@ pub(crate) async fn listen(shared: Arc<Shared>, addr: &str) -> Result<SocketAddr
     actix::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    match stream.into_std() {
-                        Ok(std) => transport::accepted(shared.clone(), std, peer.to_string()),
-                        Err(e) => tracing::warn!(node = %shared.id, "cannot hand over {peer}: {e}"),
-                    }
-                }
+                Ok((stream, peer)) => match stream.into_std() {
+                    Ok(std) => transport::accepted(shared.clone(), std, peer.to_string()),
+                    Err(e) => tracing::warn!(node = %shared.id, "cannot hand over {peer}: {e}"),
+                },
                 Err(e) => {
                     // Out of descriptors and similar: log, breathe, go on serving.
                     tracing::warn!(node = %shared.id, %local, "accept failed: {e}");

@@ -77,7 +77,7 @@ pub enum TransportError {
 }
 
 /// Dials `addr` from one of the node's worker arbiters.
-pub(crate) fn dial(shared: Arc<Shared>, addr: String) {
+pub(crate) fn dial(shared: Arc<Shared>, addr: String, conn: u64) {
     let Some(worker) = shared.worker() else {
         return;
     };
@@ -87,16 +87,27 @@ pub(crate) fn dial(shared: Arc<Shared>, addr: String) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::info!(node = %shared.id, %addr, "cannot connect: {e}");
+                dial_failed(&shared, conn, e.to_string());
                 return;
             }
             Err(_) => {
                 tracing::info!(node = %shared.id, %addr, "connect timed out");
+                dial_failed(&shared, conn, "connect timed out".into());
                 return;
             }
         };
-        let _ = stream.set_nodelay(true);
-        Transport::run(shared, stream, addr, true);
+        Transport::run(shared, stream, addr, true, conn);
     });
+}
+
+fn dial_failed(shared: &Shared, conn: u64, reason: String) {
+    if let Some(r) = shared.registry() {
+        r.do_send(Down {
+            conn,
+            node: None,
+            reason,
+        });
+    }
 }
 
 /// Takes an accepted connection to a worker arbiter.
@@ -106,7 +117,10 @@ pub(crate) fn accepted(shared: Arc<Shared>, stream: std::net::TcpStream, addr: S
     };
     worker.spawn(async move {
         match TcpStream::from_std(stream) {
-            Ok(stream) => Transport::run(shared, stream, addr, false),
+            Ok(stream) => {
+                let conn = shared.next_conn();
+                Transport::run(shared, stream, addr, false, conn)
+            }
             Err(e) => tracing::warn!(%addr, "cannot adopt accepted socket: {e}"),
         }
     });
@@ -133,8 +147,10 @@ pub struct Transport {
 struct WriterDone(Option<io::Error>);
 
 impl Transport {
-    fn run(shared: Arc<Shared>, stream: TcpStream, addr: String, outgoing: bool) {
-        let conn = shared.next_conn();
+    fn run(shared: Arc<Shared>, stream: TcpStream, addr: String, outgoing: bool, conn: u64) {
+        // Nagle off: we coalesce writes ourselves. Keepalive on: P1/P2 rely on it for liveness.
+        let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
         Transport::create(move |_| Transport {
             shared,
             conn,
@@ -361,6 +377,7 @@ async fn handshake(
                                 conn,
                                 node: peer.node_id().to_owned(),
                                 outgoing,
+                                rust: peer.is_rust,
                             })
                             .await
                             .unwrap_or_else(|_| Err("node is shutting down".into())),
@@ -412,10 +429,11 @@ async fn handshake(
         }
         let n = stream.read(&mut buf).await.map_err(io_err)?;
         if n == 0 {
-            hs.feed_eof().map_err(hs_err)?;
-            return Err(hs_err(HandshakeError::UnexpectedEof {
-                peer: Default::default(),
-            }));
+            let err = hs
+                .feed_eof()
+                .err()
+                .unwrap_or(HandshakeError::Misuse("EOF after the handshake"));
+            return Err(hs_err(err));
         }
         hs.feed(&buf[..n]).map_err(hs_err)?;
     }

@@ -102,6 +102,9 @@ pub(crate) struct LinkTx {
     pub dialect: Dialect,
 }
 
+/// node → port → the local monitors watching that remote port.
+type RemoteMonitors = HashMap<String, HashMap<String, Vec<(u64, Watcher)>>>;
+
 pub(crate) enum LinkSlot {
     Up(LinkTx),
     Pending { queue: Vec<Outgoing> },
@@ -113,7 +116,7 @@ pub(crate) struct Shared {
     pub config: NodeConfig,
     ports: RwLock<PortTable>,
     links: RwLock<HashMap<String, LinkSlot>>,
-    remote_monitors: Mutex<HashMap<String, HashMap<String, Vec<(u64, Watcher)>>>>,
+    remote_monitors: Mutex<RemoteMonitors>,
     pub registry: OnceLock<Addr<NodeRegistry>>,
     pub listeners: RwLock<Vec<SocketAddr>>,
     next_id: AtomicU64,
@@ -311,14 +314,21 @@ impl Shared {
 
     /// Waits for room in the link's queue instead of failing the link (backpressure). While
     /// the node is not up yet, it waits for room in the pending queue instead.
-    pub async fn send_remote_wait<T: Serialize + ?Sized>(&self, node: &str, port: &str, msg: &T) -> Result<(), NodeError> {
+    pub async fn send_remote_wait<T: Serialize + ?Sized>(
+        &self,
+        node: &str,
+        port: &str,
+        msg: &T,
+    ) -> Result<(), NodeError> {
         loop {
             let changed = self.link_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let state = match read(&self.links).get(node) {
                 Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
-                Some(LinkSlot::Pending { queue }) if queue.len() >= self.config.send_queue => Wait::Full,
+                Some(LinkSlot::Pending { queue }) if queue.len() >= self.config.send_queue => {
+                    Wait::Full
+                }
                 _ => Wait::Queue,
             };
             let link = match state {
@@ -330,14 +340,20 @@ impl Shared {
                 Wait::Queue => return self.send_remote(node, port, msg),
             };
             let mut buf = BytesMut::new();
-            framing::encode_packet(link.framing, port, msg, &mut buf).map_err(|source| NodeError::Encode {
-                port: format!("{node}#{port}"),
-                source,
+            framing::encode_packet(link.framing, port, msg, &mut buf).map_err(|source| {
+                NodeError::Encode {
+                    port: format!("{node}#{port}"),
+                    source,
+                }
             })?;
-            return link.tx.send(buf.freeze()).await.map_err(|_| NodeError::LinkGone {
-                node: node.to_owned(),
-                reason: "link closed".into(),
-            });
+            return link
+                .tx
+                .send(buf.freeze())
+                .await
+                .map_err(|_| NodeError::LinkGone {
+                    node: node.to_owned(),
+                    reason: "link closed".into(),
+                });
         }
     }
 

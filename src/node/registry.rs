@@ -45,6 +45,8 @@ pub(crate) struct Line1 {
     pub conn: u64,
     pub node: String,
     pub outgoing: bool,
+    /// The peer is a Rust node (`provider=aemp-rs-…`).
+    pub rust: bool,
 }
 
 /// A transport finished its handshake: make it the node's link (false: close it).
@@ -74,10 +76,10 @@ pub struct Shutdown;
 /// The registry actor; see the module docs.
 pub struct NodeRegistry {
     shared: Arc<Shared>,
-    /// node → (connection, dialled by us) of the handshake that may complete.
-    handshakes: HashMap<String, (u64, bool)>,
-    /// Connections that lost a tie-break: closed before they come up.
-    cancelled: HashSet<u64>,
+    /// Dials whose TCP connect is under way, with the node they are meant to reach.
+    dials: HashMap<u64, String>,
+    /// node → handshakes past line 1: (connection, dialled by us).
+    handshakes: HashMap<String, Vec<(u64, bool)>>,
     up: HashMap<String, u64>,
     addresses: HashMap<String, Vec<String>>,
     connecting: HashSet<String>,
@@ -87,11 +89,38 @@ impl NodeRegistry {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         NodeRegistry {
             shared,
+            dials: HashMap::new(),
             handshakes: HashMap::new(),
-            cancelled: HashSet::new(),
             up: HashMap::new(),
             addresses: HashMap::new(),
             connecting: HashSet::new(),
+        }
+    }
+
+    fn dial(&mut self, addr: String, node: Option<String>) {
+        let conn = self.shared.next_conn();
+        if let Some(node) = node {
+            self.dials.insert(conn, node);
+        }
+        transport::dial(self.shared.clone(), addr, conn);
+    }
+
+    /// Whether we have a connection of our own to `node` under way (other than `except`).
+    fn dialling(&self, node: &str, except: u64) -> bool {
+        self.dials.iter().any(|(c, n)| *c != except && n == node)
+            || self
+                .handshakes
+                .get(node)
+                .is_some_and(|hs| hs.iter().any(|(c, out)| *c != except && *out))
+    }
+
+    fn forget(&mut self, conn: u64, node: &str) {
+        self.dials.remove(&conn);
+        if let Some(hs) = self.handshakes.get_mut(node) {
+            hs.retain(|(c, _)| *c != conn);
+            if hs.is_empty() {
+                self.handshakes.remove(node);
+            }
         }
     }
 }
@@ -103,7 +132,7 @@ impl Actor for NodeRegistry {
 impl Handler<Dial> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Dial, _: &mut Context<Self>) {
-        transport::dial(self.shared.clone(), msg.addr);
+        self.dial(msg.addr, None);
     }
 }
 
@@ -122,9 +151,9 @@ impl Handler<Connect> for NodeRegistry {
             return;
         }
         let addrs = self.addresses.get(&node).cloned().unwrap_or_default();
-        if !self.handshakes.contains_key(&node) {
+        if !self.handshakes.contains_key(&node) && !self.dialling(&node, u64::MAX) {
             for addr in &addrs {
-                transport::dial(self.shared.clone(), addr.clone());
+                self.dial(addr.clone(), Some(node.clone()));
             }
         }
         let message = if addrs.is_empty() {
@@ -144,28 +173,37 @@ impl Handler<Connect> for NodeRegistry {
 impl Handler<Line1> for NodeRegistry {
     type Result = Result<(), String>;
     fn handle(&mut self, msg: Line1, _: &mut Context<Self>) -> Self::Result {
-        if self.up.contains_key(&msg.node) {
+        let Line1 {
+            conn,
+            node,
+            outgoing,
+            rust,
+        } = msg;
+        // Perl's rule, which Perl peers rely on.
+        if self.up.contains_key(&node) {
             return Err("already connected, not connecting again".into());
         }
-        if let Some(&(other, other_outgoing)) = self.handshakes.get(&msg.node) {
-            if other != msg.conn {
-                // Two handshakes with one node: keep the one dialled by the smaller node id,
-                // which both ends compute alike.
-                let dialler = |outgoing: bool| {
-                    if outgoing {
-                        self.shared.id.to_string()
-                    } else {
-                        msg.node.clone()
-                    }
-                };
-                let (new, old) = (dialler(msg.outgoing), dialler(other_outgoing));
-                if new >= old {
-                    return Err("a connection to this node is already being set up".into());
-                }
-                self.cancelled.insert(other);
+        let others = self
+            .handshakes
+            .get(&node)
+            .is_some_and(|hs| hs.iter().any(|(c, _)| *c != conn));
+        if !rust || *self.shared.id < *node {
+            // Perl peers: first come, first served. Between Rust nodes the one with the smaller
+            // id arbitrates: it prefers the connection it dialled itself and never lets a second
+            // one past line 1, so that it sends an auth line on one connection only and the
+            // other end can complete no other.
+            if rust && !outgoing && self.dialling(&node, conn) {
+                return Err("crossing connections: keeping the one we dialled".into());
+            }
+            if others {
+                return Err("a connection to this node is already being set up".into());
             }
         }
-        self.handshakes.insert(msg.node, (msg.conn, msg.outgoing));
+        self.dials.remove(&conn);
+        self.handshakes
+            .entry(node)
+            .or_default()
+            .push((conn, outgoing));
         Ok(())
     }
 }
@@ -173,15 +211,9 @@ impl Handler<Line1> for NodeRegistry {
 impl Handler<Up> for NodeRegistry {
     type Result = bool;
     fn handle(&mut self, msg: Up, _: &mut Context<Self>) -> bool {
-        if self.cancelled.remove(&msg.conn) || self.up.contains_key(&msg.node) {
+        self.forget(msg.conn, &msg.node);
+        if self.up.contains_key(&msg.node) {
             return false;
-        }
-        if self
-            .handshakes
-            .get(&msg.node)
-            .is_some_and(|(c, _)| *c == msg.conn)
-        {
-            self.handshakes.remove(&msg.node);
         }
         if let Some(addr) = msg.dialled {
             let addrs = self.addresses.entry(msg.node.clone()).or_default();
@@ -200,15 +232,9 @@ impl Handler<Up> for NodeRegistry {
 impl Handler<Down> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Down, _: &mut Context<Self>) {
-        self.cancelled.remove(&msg.conn);
+        self.dials.remove(&msg.conn);
         let Some(node) = msg.node else { return };
-        if self
-            .handshakes
-            .get(&node)
-            .is_some_and(|(c, _)| *c == msg.conn)
-        {
-            self.handshakes.remove(&node);
-        }
+        self.forget(msg.conn, &node);
         if self.up.get(&node) == Some(&msg.conn) {
             self.up.remove(&node);
             tracing::info!(node = %self.shared.id, peer = %node, reason = %msg.reason, "node down");

@@ -32,6 +32,9 @@ pub enum GreetingError {
     /// The line is not UTF-8.
     #[error("greeting is not valid UTF-8")]
     NotUtf8,
+    /// The auth-method or framing list names nothing (no link could ever be made).
+    #[error("greeting lists no {0}")]
+    EmptyList(&'static str),
 }
 
 /// A parsed greeting line 1.
@@ -76,6 +79,13 @@ impl Greeting {
                 .map(str::to_owned)
                 .collect()
         };
+        let (auth_accept, framings) = (list(fields[3]), list(fields[4]));
+        if auth_accept.is_empty() {
+            return Err(GreetingError::EmptyList("auth methods"));
+        }
+        if framings.is_empty() {
+            return Err(GreetingError::EmptyList("framings"));
+        }
         let keys = fields[5..]
             .iter()
             .filter(|f| !f.is_empty() && !f.starts_with('='))
@@ -88,8 +98,8 @@ impl Greeting {
             proto: proto.to_owned(),
             version: fields[1].to_owned(),
             node_id: fields[2].to_owned(),
-            auth_accept: list(fields[3]),
-            framings: list(fields[4]),
+            auth_accept,
+            framings,
             keys,
         })
     }
@@ -270,6 +280,15 @@ mod tests {
             Err(GreetingError::NotUtf8)
         );
         assert!(Greeting::parse(b"aemp-dataconn;1;n;a;json").is_ok());
+        // Found by fuzzing: a list of only commas cannot be printed back.
+        assert_eq!(
+            Greeting::parse(b"aemp;0;n;a;,"),
+            Err(GreetingError::EmptyList("framings"))
+        );
+        assert_eq!(
+            Greeting::parse(b"aemp;0;n;,,;json"),
+            Err(GreetingError::EmptyList("auth methods"))
+        );
     }
 
     #[test]
