@@ -175,14 +175,20 @@ impl Transport {
         self.up = true;
         self.dialect = established.dialect;
         let (read, write) = stream.into_split();
-        // P0 peers promise traffic within their `timeout`; we promise ours within T−3 s.
-        let keepalive = (self.dialect == Dialect::P0).then(|| {
+        // P0 peers expect traffic within our advertised `timeout`: we send `[]` after T−3 s
+        // of write silence. In P1 a node without listeners cannot be called back, so it keeps
+        // the link probed with `[]` every `keepalive` (Perl: `monitor_timeout`).
+        let idle = match self.dialect {
+            Dialect::P0 => Some(Duration::from_secs(u64::from(P0_TIMEOUT_SECS) - 3)),
+            Dialect::P1a | Dialect::P1b if self.shared.config.binds.is_empty() => {
+                Some(self.shared.config.keepalive)
+            }
+            _ => None,
+        };
+        let keepalive = idle.map(|idle| {
             let mut ka = BytesMut::new();
             let _ = framing::encode_packet(established.send_framing, "", &[(); 0], &mut ka);
-            (
-                Duration::from_secs(u64::from(P0_TIMEOUT_SECS) - 3),
-                ka.freeze(),
-            )
+            (idle, ka.freeze())
         });
         let addr = ctx.address();
         self.writer = Some(actix::spawn(async move {

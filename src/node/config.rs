@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub handshake_timeout: Duration,
     /// How long messages to an unreachable node are kept before its monitors fire.
     pub connect_timeout: Duration,
+    /// P1 links of a node without listeners send `[]` after this much write silence.
+    pub keepalive: Duration,
     /// Packets that may wait in one link's send queue; `snd` beyond it fails the link.
     pub send_queue: usize,
     /// Largest packet accepted from a peer.
@@ -56,6 +58,7 @@ impl Default for NodeConfig {
             },
             handshake_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(30),
             send_queue: 65_536,
             max_packet: DEFAULT_MAX_PACKET,
             workers: 0,
