@@ -155,6 +155,20 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Command::Run { .. } = cli.command {
         let listen: Vec<String> = node.listeners().iter().map(|a| a.to_string()).collect();
         println!("NODE {} LISTEN {}", node.id(), listen.join(","));
+        // An echo port, for checking a node from outside: `[reply, tag, data…]` is answered
+        // by sending `[tag, data…]` to `reply`.
+        let echo = node
+            .rcv()
+            .default(|cx, msg| {
+                let args = msg.args().map_err(|e| e.to_string())?;
+                let Some((reply, rest)) = args.split_first() else {
+                    return Ok(());
+                };
+                let reply = reply.as_str().ok_or("echo: reply port is not a string")?;
+                cx.node.snd(&reply, rest).map_err(|e| e.to_string())
+            })
+            .start();
+        println!("ECHO {echo}");
         let mut events = node.node_events();
         for seed in &c.seed {
             node.connect(seed.clone());

@@ -9,6 +9,7 @@ pub mod config;
 mod kernel;
 pub mod message;
 mod ports;
+pub mod rcv;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use config::{DialectMode, NodeConfig};
 pub use message::{Message, split_port_id};
+pub use rcv::{PortContext, Rcv};
 
 use crate::proto::dialect::Dialect;
 use crate::proto::framing::{self, Framing, FramingError};
@@ -767,6 +769,13 @@ impl Node {
             shared: self.shared.clone(),
             detached: false,
         }
+    }
+
+    /// Builds a port that dispatches on each message's first element, like Perl's `rcv`:
+    /// `node.rcv().on("ping", |cx, msg| { … Ok(()) }).start()` returns the port id. The port's
+    /// actor runs on the current arbiter.
+    pub fn rcv(&self) -> Rcv {
+        Rcv::new(self.clone())
     }
 
     /// Creates a port whose messages arrive on a channel (for code that is not an actor).

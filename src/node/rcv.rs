@@ -1,0 +1,122 @@
+//! Ports with tag dispatch, as Perl's `rcv`: the first element of a message picks the handler.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
+
+use super::{Message, Node, Port};
+
+/// What a handler sees besides the message: the node and its own port id (Perl's `$SELF`).
+pub struct PortContext {
+    /// The node the port lives on.
+    pub node: Node,
+    /// This port's id.
+    pub port: String,
+}
+
+/// A message handler; an `Err` kills the port with `("die", message)`.
+pub type RcvHandler = Box<dyn FnMut(&PortContext, Message) -> Result<(), String>>;
+
+/// Builds a tag-dispatching port; see [`Node::rcv`].
+#[must_use = "a port is only created by start()"]
+pub struct Rcv {
+    node: Node,
+    tags: HashMap<String, RcvHandler>,
+    default: Option<RcvHandler>,
+}
+
+impl Rcv {
+    pub(crate) fn new(node: Node) -> Rcv {
+        Rcv {
+            node,
+            tags: HashMap::new(),
+            default: None,
+        }
+    }
+
+    /// Handles messages whose first element is `tag` (the message still holds the tag).
+    pub fn on(
+        mut self,
+        tag: impl Into<String>,
+        f: impl FnMut(&PortContext, Message) -> Result<(), String> + 'static,
+    ) -> Rcv {
+        self.tags.insert(tag.into(), Box::new(f));
+        self
+    }
+
+    /// Handles messages no tag matched. Without one, such a message kills the port, as in
+    /// Perl.
+    pub fn default(
+        mut self,
+        f: impl FnMut(&PortContext, Message) -> Result<(), String> + 'static,
+    ) -> Rcv {
+        self.default = Some(Box::new(f));
+        self
+    }
+
+    /// Starts the port's actor on the current arbiter and returns the port id. The port lives
+    /// until a handler fails or panics (`("die", message)`), or until it is killed.
+    pub fn start(self) -> String {
+        let Rcv {
+            node,
+            tags,
+            default,
+        } = self;
+        let mut id = String::new();
+        TagPort::create(|ctx| {
+            let port = node.port(ctx.address().recipient());
+            id = port.id().to_owned();
+            TagPort {
+                cx: PortContext {
+                    node: node.clone(),
+                    port: id.clone(),
+                },
+                port: Some(port),
+                tags,
+                default,
+            }
+        });
+        id
+    }
+}
+
+struct TagPort {
+    cx: PortContext,
+    port: Option<Port>,
+    tags: HashMap<String, RcvHandler>,
+    default: Option<RcvHandler>,
+}
+
+impl Actor for TagPort {
+    type Context = Context<Self>;
+}
+
+impl Handler<Message> for TagPort {
+    type Result = ();
+
+    fn handle(&mut self, msg: Message, ctx: &mut Context<Self>) {
+        let tag = msg.tag().map(|t| t.into_owned());
+        let handler = match tag.as_deref().and_then(|t| self.tags.get_mut(t)) {
+            Some(h) => Some(h),
+            None => self.default.as_mut(),
+        };
+        let outcome = match handler {
+            Some(h) => match catch_unwind(AssertUnwindSafe(|| h(&self.cx, msg))) {
+                Ok(r) => r,
+                Err(panic) => Err(panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "handler panicked".into())),
+            },
+            None => Err("received message on port without callback".into()),
+        };
+        if let Err(reason) = outcome {
+            if let Some(port) = self.port.take() {
+                port.die(reason.trim_end_matches('\n'));
+            }
+            ctx.stop();
+        }
+    }
+}
