@@ -164,7 +164,11 @@ pub fn check_packet(p: &Packet) {
         panic!("{framing}: to_value() returned a non-array: {value:?}");
     };
     if let Ok(args) = &args {
-        assert_eq!(args.as_slice(), items.get(1..).unwrap_or_default());
+        let rest = items.get(1..).unwrap_or_default();
+        assert!(
+            identical(args, rest),
+            "{framing}: args() = {args:?}, to_value() has {rest:?}"
+        );
     }
     match items.first() {
         None => assert_eq!(dest.as_deref(), Ok(""), "{framing}: dest of []"),
@@ -213,6 +217,23 @@ fn reencode(framing: Framing, value: &Value) {
             "{framing}: round trip changed {value:?} into {back:?}"
         );
     }
+}
+
+/// Structural equality with floats compared bit for bit: `Value`'s `==` is f64's, under which a
+/// NaN differs from itself.
+fn identical(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+            (Value::Array(x), Value::Array(y)) => identical(x, y),
+            (Value::Map(x), Value::Map(y)) => {
+                x.len() == y.len()
+                    && x.iter().zip(y).all(|((kx, vx), (ky, vy))| {
+                        kx == ky && identical(std::slice::from_ref(vx), std::slice::from_ref(vy))
+                    })
+            }
+            (x, y) => x == y,
+        })
 }
 
 fn any_float(v: &Value, pred: &impl Fn(f64) -> bool) -> bool {
@@ -276,6 +297,26 @@ mod tests {
         let mut hs = new_handshake(Dialect::P0);
         let line = b"aemp;0;fuzz;cleartext;json\nnonce\n";
         assert_eq!(drive_handshake(&mut hs, line, 0), Outcome::Failed);
+    }
+
+    /// Fuzz find (decode_cbor): `["", NaN]` made the args check fail, NaN != NaN.
+    #[test]
+    fn cbor_nan_argument_passes_the_args_check() {
+        let wire = b"\x82\x40\xfb\xff\xff\xff\x00\x00\x00\x00\x65";
+        let (packets, _) = decode_all(Framing::Cbor, wire, wire.len());
+        let args = packets[0].args().unwrap();
+        assert!(matches!(args.as_slice(), [Value::Float(f)] if f.is_nan()));
+        decode_stream(Framing::Cbor, wire, 1);
+        let nan = [Value::Float(f64::NAN)];
+        assert!(identical(&nan, &nan));
+        assert!(!identical(&nan, &[Value::Float(-f64::NAN)]));
+        assert!(!identical(&[Value::Float(0.0)], &[Value::Float(-0.0)]));
+        let m = |v| [Value::Map(vec![("k".into(), Value::Array(vec![v]))])];
+        assert!(identical(
+            &m(Value::Float(f64::NAN)),
+            &m(Value::Float(f64::NAN))
+        ));
+        assert!(!identical(&m(Value::Int(1)), &m(Value::Int(2))));
     }
 
     #[test]
