@@ -394,6 +394,7 @@ async fn the_first_packet_in_the_auth_lines_segment_is_delivered() {
             let settings = vector();
             let a = node(dialect, Some(settings.clone()), b"", false).await;
             let (port, mut rx) = a.port_channel(16);
+            let mut events = a.node_events();
             let mut raw = Raw::new(&format!("raw/first{nonce}"), nonce, &settings, port.id());
             raw.dialect = dialect;
             let (auth, version) = raw.run(addr(&a)).await.unwrap();
@@ -402,6 +403,21 @@ async fn the_first_packet_in_the_auth_lines_segment_is_delivered() {
             let m = recv(&mut rx).await;
             let (s,): (String,) = m.decode().unwrap();
             assert_eq!(s, "first", "{nonce}");
+            // The raw peer closed without close_notify, as Perl does: a plain end of file.
+            let mut reasons = Vec::new();
+            while reasons.is_empty() {
+                let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if !ev.up {
+                    reasons = ev.reason;
+                }
+            }
+            assert_eq!(
+                reasons[2],
+                aemp::proto::value::Value::from("Unexpected end-of-file")
+            );
             a.shutdown();
         }
     }

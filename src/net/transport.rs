@@ -411,7 +411,16 @@ impl StreamHandler<Result<Packet, TransportError>> for Transport {
         self.last_read = Instant::now();
         match item {
             Ok(p) => self.deliver(p),
-            Err(e) => {
+            // AEMP has no orderly close: TLS peers (Perl too) just close, without close_notify.
+            Err(TransportError::Io { source, .. })
+                if source.kind() == io::ErrorKind::UnexpectedEof =>
+            {
+                ctx.stop();
+            }
+            Err(mut e) => {
+                if let TransportError::Io { addr, .. } = &mut e {
+                    addr.clone_from(&self.addr);
+                }
                 tracing::warn!(node = %self.shared.id, peer = ?self.peer, "{e}");
                 self.down_reason = e.to_string();
                 ctx.stop();
