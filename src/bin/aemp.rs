@@ -35,6 +35,12 @@ struct Common {
     /// Seconds to wait for the seed and for answers.
     #[arg(long, global = true, default_value_t = 5.0)]
     timeout: f64,
+    /// PEM with this node's private key and certificate (+ CA certificates): offer TLS.
+    #[arg(long, env = "AEMP_CERT", global = true)]
+    cert: Option<std::path::PathBuf>,
+    /// Refuse peers that do not offer TLS.
+    #[arg(long, global = true)]
+    require_tls: bool,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +85,15 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         window: usize,
     },
+    /// Write a self-signed certificate + key PEM for `--cert` (Perl nodes can use it too).
+    Gencert {
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// An RSA-2048 key, as Perl makes (only in builds with the aws-lc-rs feature).
+        #[arg(long)]
+        rsa: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
@@ -100,6 +115,15 @@ impl Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Gencert { out, rsa } = &cli.command {
+        return match gencert(out.as_deref(), *rsa) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("aemp: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -116,6 +140,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn gencert(out: Option<&std::path::Path>, rsa: bool) -> Result<(), String> {
+    use aemp::net::tls::{KeyKind, generate_pem};
+    use std::io::Write as _;
+    let kind = if rsa {
+        KeyKind::Rsa2048
+    } else {
+        KeyKind::EcdsaP256
+    };
+    let pem = generate_pem(kind).map_err(|e| e.to_string())?;
+    let Some(path) = out else {
+        print!("{pem}");
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let write_err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut file = options.open(path).map_err(write_err)?;
+    file.write_all(pem.as_bytes()).map_err(write_err)
 }
 
 fn dialect_mode(name: &str) -> Result<DialectMode, String> {
@@ -149,6 +195,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         dialect: dialect_mode(&c.dialect)?,
         handshake_timeout: timeout,
         connect_timeout: timeout,
+        tls: match &c.cert {
+            Some(path) => Some(std::sync::Arc::new(
+                aemp::net::tls::TlsSettings::from_pem_file(path).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        },
+        require_tls: c.require_tls,
         ..NodeConfig::default()
     };
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
@@ -186,7 +239,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let seed_node = connect_seed(&node, &c.seed, timeout).await?;
     match cli.command {
-        Command::Run { .. } => Ok(()),
+        Command::Run { .. } | Command::Gencert { .. } => Ok(()),
         Command::Snd { port, args } => {
             let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
             node.snd(&port, &msg).map_err(|e| e.to_string())?;

@@ -1,4 +1,5 @@
 //! The socket side: transports and listeners.
 
 pub mod listener;
+pub mod tls;
 pub mod transport;

@@ -6,17 +6,19 @@
 //! queue that a writer task drains, coalescing whatever is waiting into one write.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
+use super::tls::{Rewind, TlsError};
 use crate::node::registry::{Down, Line1, Up};
 use crate::node::{DialectMode, LinkTx, Message, Shared, kernel_deliver};
 use crate::proto::dialect::{Dialect, P0_TIMEOUT_SECS};
@@ -46,11 +48,14 @@ pub enum TransportError {
         /// The timeout.
         after: Duration,
     },
-    /// Both ends offered TLS, which this build does not support yet.
-    #[error("{addr} wants TLS, which this node is not configured for")]
-    TlsUnsupported {
+    /// TLS was refused or failed (no or a foreign certificate, an alert, plaintext where TLS
+    /// was due, TLS required but not offered).
+    #[error("TLS with {addr}: {source}")]
+    Tls {
         /// The peer's address.
         addr: String,
+        /// What went wrong.
+        source: TlsError,
     },
     /// The socket failed.
     #[error("connection with {addr}: {source}")]
@@ -134,6 +139,8 @@ pub struct Transport {
     outgoing: bool,
     stream: Option<TcpStream>,
     peer: Option<Arc<str>>,
+    /// The node id a failed handshake claimed at line 1, so the registry can forget it.
+    claimed: Option<String>,
     dialect: Dialect,
     up: bool,
     last_read: Instant,
@@ -158,6 +165,7 @@ impl Transport {
             outgoing,
             stream: Some(stream),
             peer: None,
+            claimed: None,
             dialect: Dialect::P0,
             up: false,
             last_read: Instant::now(),
@@ -168,13 +176,36 @@ impl Transport {
 
     fn enter_data_phase(&mut self, est: HandshakeDone, ctx: &mut Context<Self>) {
         let HandshakeDone {
-            established,
+            mut established,
             stream,
             rx,
         } = est;
         self.up = true;
         self.dialect = established.dialect;
-        let (read, write) = stream.into_split();
+        match stream {
+            // Plain links keep tokio's lock-free halves; TLS state is shared by both directions.
+            LinkStream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                self.start_io(read, write, &mut established, rx, ctx);
+            }
+            LinkStream::Tls(tls) => {
+                let (read, write) = tokio::io::split(tls);
+                self.start_io(read, write, &mut established, rx, ctx);
+            }
+        }
+    }
+
+    fn start_io<R, W>(
+        &mut self,
+        read: R,
+        write: W,
+        established: &mut Established,
+        rx: mpsc::Receiver<Bytes>,
+        ctx: &mut Context<Self>,
+    ) where
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
+    {
         // P0 peers expect traffic within our advertised `timeout`: we send `[]` after T−3 s
         // of write silence. In P1 a node without listeners cannot be called back, so it keeps
         // the link probed with `[]` every `keepalive` (Perl: `monitor_timeout`).
@@ -212,7 +243,10 @@ impl Transport {
                 });
             }
         }
-        let mut framed = FramedRead::new(
+        // Bytes that came with the peer's auth line are the first packets. Replayed as reads:
+        // FramedRead would only decode a pre-filled buffer after the next read.
+        let read = Rewind::new(read, std::mem::take(&mut established.leftover));
+        let framed = FramedRead::new(
             read,
             PacketCodec {
                 decoder: PacketDecoder::new(
@@ -222,9 +256,6 @@ impl Transport {
                 addr: self.addr.clone(),
             },
         );
-        framed
-            .read_buffer_mut()
-            .extend_from_slice(&established.leftover);
         ctx.add_stream(framed);
     }
 
@@ -256,8 +287,63 @@ impl Transport {
 
 struct HandshakeDone {
     established: Box<Established>,
-    stream: TcpStream,
+    stream: LinkStream,
     rx: mpsc::Receiver<Bytes>,
+}
+
+/// The TLS stream of a link: rustls over the TCP stream, after the greeting bytes TLS owns.
+type TlsLink = tokio_rustls::TlsStream<Rewind<TcpStream>>;
+
+/// A link's byte stream, plain or inside TLS.
+enum LinkStream {
+    Plain(TcpStream),
+    Tls(Box<TlsLink>),
+}
+
+impl LinkStream {
+    fn is_tls(&self) -> bool {
+        matches!(self, LinkStream::Tls(_))
+    }
+}
+
+impl AsyncRead for LinkStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            LinkStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for LinkStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            LinkStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            LinkStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            LinkStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 impl Actor for Transport {
@@ -272,26 +358,32 @@ impl Actor for Transport {
         let (conn, addr, outgoing) = (self.conn, self.addr.clone(), self.outgoing);
         let limit = shared.config.handshake_timeout;
         let fut = async move {
-            match tokio::time::timeout(
+            let mut claimed = None;
+            let res = match tokio::time::timeout(
                 limit,
-                handshake(shared, conn, stream, addr.clone(), outgoing),
+                handshake(shared, conn, stream, addr.clone(), outgoing, &mut claimed),
             )
             .await
             {
                 Ok(r) => r,
                 Err(_) => Err(TransportError::HandshakeTimeout { addr, after: limit }),
-            }
+            };
+            (res, claimed)
         };
-        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(done) => {
-                act.peer = Some(done.established.peer_node_id().into());
-                act.enter_data_phase(done, ctx);
-            }
-            Err(e) => {
-                tracing::warn!(node = %act.shared.id, "{e}");
-                ctx.stop();
-            }
-        }));
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|(res, claimed), act, ctx| match res {
+                    Ok(done) => {
+                        act.peer = Some(done.established.peer_node_id().into());
+                        act.enter_data_phase(done, ctx);
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %act.shared.id, "{e}");
+                        act.claimed = claimed;
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -301,7 +393,13 @@ impl Actor for Transport {
         if let Some(r) = self.shared.registry() {
             r.do_send(Down {
                 conn: self.conn,
-                node: self.peer.as_deref().map(str::to_owned),
+                // A failed handshake names the id its line 1 claimed, so that the registry
+                // drops its record of that handshake (it only marks down links it made up).
+                node: self
+                    .peer
+                    .as_deref()
+                    .map(str::to_owned)
+                    .or_else(|| self.claimed.take()),
                 reason: self.down_reason.clone(),
             });
         }
@@ -313,7 +411,16 @@ impl StreamHandler<Result<Packet, TransportError>> for Transport {
         self.last_read = Instant::now();
         match item {
             Ok(p) => self.deliver(p),
-            Err(e) => {
+            // AEMP has no orderly close: TLS peers (Perl too) just close, without close_notify.
+            Err(TransportError::Io { source, .. })
+                if source.kind() == io::ErrorKind::UnexpectedEof =>
+            {
+                ctx.stop();
+            }
+            Err(mut e) => {
+                if let TransportError::Io { addr, .. } = &mut e {
+                    addr.clone_from(&self.addr);
+                }
                 tracing::warn!(node = %self.shared.id, peer = ?self.peer, "{e}");
                 self.down_reason = e.to_string();
                 ctx.stop();
@@ -339,13 +446,15 @@ impl Handler<WriterDone> for Transport {
     }
 }
 
-/// Greeting, auth and registration, over the raw socket.
+/// Greeting, (TLS,) auth and registration. `claimed` gets the node id the peer's line 1
+/// claims.
 async fn handshake(
     shared: Arc<Shared>,
     conn: u64,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: String,
     outgoing: bool,
+    claimed: &mut Option<String>,
 ) -> Result<HandshakeDone, TransportError> {
     let hs_err = |source| TransportError::Handshake {
         addr: addr.clone(),
@@ -355,12 +464,17 @@ async fn handshake(
         addr: addr.clone(),
         source,
     };
+    let tls_err = |source| TransportError::Tls {
+        addr: addr.clone(),
+        source,
+    };
     let greeting = match shared.config.dialect {
         DialectMode::Fixed(d) => OwnGreeting::Immediate(d),
         DialectMode::Auto { default } if outgoing => OwnGreeting::Immediate(default),
         // A listener reads the dialler's line 1 first and answers in its dialect.
         DialectMode::Auto { .. } => OwnGreeting::Deferred,
     };
+    let tls_settings = shared.config.tls.clone();
     let config = HandshakeConfig {
         node_id: shared.id.to_string(),
         secret: shared.config.secret.clone(),
@@ -368,15 +482,31 @@ async fn handshake(
         auth_accept: None,
         auth_offer: None,
         framings: None,
-        tls: false,
+        tls: tls_settings.is_some(),
         peer_addr: Some(addr.clone()),
     };
     let mut hs = Handshake::new(config).map_err(hs_err)?;
+    let mut stream = LinkStream::Plain(stream);
+    let mut tls_role = None;
     let mut buf = vec![0u8; 4096];
     loop {
         while let Some(event) = hs.poll_event() {
             match event {
                 Event::PeerGreeting(peer) => {
+                    *claimed = Some(peer.node_id().to_owned());
+                    if shared.config.require_tls {
+                        let refusal = if tls_settings.is_none() {
+                            Some(TlsError::NotConfigured)
+                        } else if !peer.greeting.offers_tls() {
+                            Some(TlsError::PeerOffersNoTls)
+                        } else {
+                            None
+                        };
+                        if let Some(source) = refusal {
+                            let _ = hs.refuse(source.to_string());
+                            return Err(tls_err(source));
+                        }
+                    }
                     let verdict = match shared.registry() {
                         Some(r) => r
                             .send(Line1 {
@@ -394,10 +524,32 @@ async fn handshake(
                         Err(reason) => return Err(hs_err(hs.refuse(reason))),
                     }
                 }
-                Event::StartTls(_) => return Err(TransportError::TlsUnsupported { addr }),
+                Event::StartTls(role) => {
+                    let (LinkStream::Plain(mut tcp), Some(settings)) = (stream, &tls_settings)
+                    else {
+                        return Err(hs_err(HandshakeError::Misuse(
+                            "TLS without a certificate, or twice",
+                        )));
+                    };
+                    // Our greeting may still be queued (a deferred one): it goes out in clear.
+                    let out = hs.take_output();
+                    if !out.is_empty() {
+                        tcp.write_all(&out).await.map_err(io_err)?;
+                    }
+                    let leftover = hs.take_tls_leftover();
+                    let tls = settings.start(role, tcp, leftover).await.map_err(tls_err)?;
+                    tracing::debug!(
+                        node = %shared.id, %addr, ?role,
+                        version = ?tls.get_ref().1.protocol_version(),
+                        "TLS established"
+                    );
+                    stream = LinkStream::Tls(Box::new(tls));
+                    tls_role = Some(role);
+                    hs.tls_established().map_err(hs_err)?;
+                }
                 Event::Established(established) => {
                     let out = hs.take_output();
-                    stream.write_all(&out).await.map_err(io_err)?;
+                    write_flush(&mut stream, &out).await.map_err(io_err)?;
                     let (tx, rx) = mpsc::channel(shared.config.send_queue.max(1));
                     let node = established.peer_node_id().to_owned();
                     let link = LinkTx {
@@ -405,6 +557,7 @@ async fn handshake(
                         tx,
                         framing: established.send_framing,
                         dialect: established.dialect,
+                        tls: tls_role.filter(|_| established.tls),
                     };
                     let accepted = match shared.registry() {
                         Some(r) => r
@@ -431,9 +584,14 @@ async fn handshake(
         }
         let out = hs.take_output();
         if !out.is_empty() {
-            stream.write_all(&out).await.map_err(io_err)?;
+            write_flush(&mut stream, &out).await.map_err(io_err)?;
         }
-        let n = stream.read(&mut buf).await.map_err(io_err)?;
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            // Inside TLS a read also reports the peer's verdict on our certificate.
+            Err(e) if stream.is_tls() => return Err(tls_err(TlsError::from_io(e))),
+            Err(e) => return Err(io_err(e)),
+        };
         if n == 0 {
             let err = hs
                 .feed_eof()
@@ -441,14 +599,23 @@ async fn handshake(
                 .unwrap_or(HandshakeError::Misuse("EOF after the handshake"));
             return Err(hs_err(err));
         }
-        hs.feed(&buf[..n]).map_err(hs_err)?;
+        hs.feed(buf.get(..n).unwrap_or_default()).map_err(hs_err)?;
     }
+}
+
+/// Writes and flushes (TLS buffers records until flushed).
+async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    w.write_all(bytes).await?;
+    w.flush().await
 }
 
 /// Drains the link's queue into the socket: everything waiting goes out in one write, and
 /// nothing waits when the queue is empty (no Nagle-style delay at low rates).
-async fn writer(
-    mut w: OwnedWriteHalf,
+async fn writer<W: AsyncWrite + Unpin>(
+    mut w: W,
     mut rx: mpsc::Receiver<Bytes>,
     keepalive: Option<(Duration, Bytes)>,
 ) -> io::Result<()> {
@@ -467,7 +634,7 @@ async fn writer(
             },
         };
         if rx.is_empty() {
-            w.write_all(&first).await?;
+            write_flush(&mut w, &first).await?;
             continue;
         }
         batch.extend_from_slice(&first);
@@ -477,7 +644,7 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        w.write_all(&batch).await?;
+        write_flush(&mut w, &batch).await?;
         batch.clear();
     }
 }

@@ -1,7 +1,9 @@
 //! Node configuration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::tls::TlsSettings;
 use crate::proto::dialect::Dialect;
 use crate::proto::framing::DEFAULT_MAX_PACKET;
 
@@ -44,6 +46,11 @@ pub struct NodeConfig {
     pub max_packet: usize,
     /// Worker threads (actix arbiters) that run transports; 0 = one per core.
     pub workers: usize,
+    /// Perl's `cert`: our certificate, key and trust anchors. With it we offer TLS
+    /// (`tls=1.0`), and links to peers that offer it too run inside TLS.
+    pub tls: Option<Arc<TlsSettings>>,
+    /// Refuse peers that do not offer TLS (at their greeting line 1).
+    pub require_tls: bool,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +69,8 @@ impl Default for NodeConfig {
             send_queue: 65_536,
             max_packet: DEFAULT_MAX_PACKET,
             workers: 0,
+            tls: None,
+            require_tls: false,
         }
     }
 }

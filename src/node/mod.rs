@@ -102,6 +102,8 @@ pub(crate) struct LinkTx {
     pub tx: mpsc::Sender<Bytes>,
     pub framing: Framing,
     pub dialect: Dialect,
+    /// Our TLS role when the link runs inside TLS.
+    pub tls: Option<crate::proto::handshake::TlsRole>,
 }
 
 /// node → port → the local monitors watching that remote port.
@@ -734,6 +736,14 @@ impl Node {
     /// The dialect of the live link to `node`.
     pub fn link_dialect(&self, node: &str) -> Option<Dialect> {
         self.shared.link_dialect(node)
+    }
+
+    /// Our TLS role on the live link to `node`, if that link runs inside TLS.
+    pub fn link_tls(&self, node: &str) -> Option<crate::proto::handshake::TlsRole> {
+        match read(&self.shared.links).get(node) {
+            Some(LinkSlot::Up(l)) => l.tls,
+            _ => None,
+        }
     }
 
     /// Dials an address (its node id is learned from its greeting).
