@@ -33,12 +33,14 @@ impl RunNode {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
+                // Keep draining after the announcement, so that the node never sees EPIPE.
+                let _ = tx.send(line);
             }
         });
-        let next = || rx.recv_timeout(Duration::from_secs(20)).expect("aemp run announces itself");
+        let next = || {
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("aemp run announces itself")
+        };
         let first = next();
         let mut f = first.split(' ');
         assert_eq!(f.next(), Some("NODE"), "first line: {first}");
@@ -46,11 +48,18 @@ impl RunNode {
         assert_eq!(f.next(), Some("LISTEN"));
         let addr = f.next().unwrap().to_owned();
         let echo = next().strip_prefix("ECHO ").expect("ECHO line").to_owned();
-        RunNode { child, node, addr, echo }
+        RunNode {
+            child,
+            node,
+            addr,
+            echo,
+        }
     }
 
     fn kill9(&mut self) {
-        let _ = Command::new("kill").args(["-9", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -76,7 +85,11 @@ fn cli_snd_cal_and_bench_work_against_a_rust_node() {
     let seed = ["--secret", "proc-secret", "--seed", run.addr.as_str()];
     let ok = |extra: &[&str]| {
         let out = cli(&[&seed[..], extra].concat());
-        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     ok(&["snd", &run.echo, "ignored-reply", "tag", "{\"a\":1}"]);
@@ -86,11 +99,17 @@ fn cli_snd_cal_and_bench_work_against_a_rust_node() {
     // The echo port answers `[reply, tag, data]` with `[tag, data]`; cal appends the reply port
     // last, so ask the node port to relay instead.
     let info = ok(&["cal", &run.node, "info"]);
-    assert_eq!(serde_json::from_str::<Vec<String>>(info.trim()).unwrap(), vec![run.node.clone()]);
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(info.trim()).unwrap(),
+        vec![run.node.clone()]
+    );
     for mode in ["rtt", "window", "oneway"] {
         let out = ok(&["bench", "--mode", mode, "-n", "500", "--size", "16"]);
         let last = out.lines().last().unwrap();
-        assert!(last.starts_with(&format!("RESULT mode={mode} n=500 size=16 msgs_per_s=")), "{last}");
+        assert!(
+            last.starts_with(&format!("RESULT mode={mode} n=500 size=16 msgs_per_s=")),
+            "{last}"
+        );
         assert!(last.contains("rtt_median_us="), "{last}");
     }
 }
@@ -99,9 +118,40 @@ fn cli_snd_cal_and_bench_work_against_a_rust_node() {
 fn cli_errors_are_one_line_and_a_failing_exit() {
     let run = RunNode::start(&["--dialect", "p0"]);
     for args in [
-        vec!["--secret", "wrong", "--seed", run.addr.as_str(), "--timeout", "2", "snd", run.echo.as_str(), "x"],
-        vec!["--secret", "proc-secret", "--dialect", "p2", "--seed", run.addr.as_str(), "--timeout", "2", "cal", run.node.as_str(), "time"],
-        vec!["--secret", "proc-secret", "--seed", "127.0.0.1:1", "--timeout", "2", "snd", "x#y"],
+        vec![
+            "--secret",
+            "wrong",
+            "--seed",
+            run.addr.as_str(),
+            "--timeout",
+            "2",
+            "snd",
+            run.echo.as_str(),
+            "x",
+        ],
+        vec![
+            "--secret",
+            "proc-secret",
+            "--dialect",
+            "p2",
+            "--seed",
+            run.addr.as_str(),
+            "--timeout",
+            "2",
+            "cal",
+            run.node.as_str(),
+            "time",
+        ],
+        vec![
+            "--secret",
+            "proc-secret",
+            "--seed",
+            "127.0.0.1:1",
+            "--timeout",
+            "2",
+            "snd",
+            "x#y",
+        ],
     ] {
         let out = cli(&args);
         assert!(!out.status.success(), "{args:?} must fail");
@@ -115,7 +165,14 @@ fn cli_errors_are_one_line_and_a_failing_exit() {
 fn cli_mon_reports_a_peer_killed_with_sigkill() {
     let mut run = RunNode::start(&[]);
     let mon = Command::new(AEMP)
-        .args(["--secret", "proc-secret", "--seed", &run.addr, "mon", &run.echo])
+        .args([
+            "--secret",
+            "proc-secret",
+            "--seed",
+            &run.addr,
+            "mon",
+            &run.echo,
+        ])
         .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
         .spawn()
@@ -132,7 +189,9 @@ fn cli_mon_reports_a_peer_killed_with_sigkill() {
 #[actix_rt::test]
 async fn a_monitor_fires_with_transport_error_when_the_peer_process_is_killed() {
     let mut run = RunNode::start(&[]);
-    let node = Node::start(NodeConfig::with_secret("proc-secret")).await.unwrap();
+    let node = Node::start(NodeConfig::with_secret("proc-secret"))
+        .await
+        .unwrap();
     node.add_node_addresses(&run.node, vec![run.addr.clone()]);
     let (tx, mut fired) = tokio::sync::mpsc::unbounded_channel();
     node.mon(&run.echo, move |r| {
@@ -142,14 +201,23 @@ async fn a_monitor_fires_with_transport_error_when_the_peer_process_is_killed() 
     // Round trip through the echo port first, so that the link and the monitor are in place.
     let (me, mut rx) = node.port_channel(4);
     node.snd(&run.echo, &(me.id(), "hi", 1)).unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.args().unwrap(), vec![Value::from("hi"), Value::Int(1)]);
     let mut events = node.node_events();
     run.kill9();
-    let reason = tokio::time::timeout(Duration::from_secs(10), fired.recv()).await.unwrap().unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), fired.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reason[0], Value::from("transport_error"));
     assert_eq!(reason[1], Value::from(run.node.as_str()));
-    let down = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    let down = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!down.up);
     assert_eq!(down.node, run.node);
 }

@@ -164,6 +164,12 @@ fn gencert(out: Option<&std::path::Path>, rsa: bool) -> Result<(), String> {
     file.write_all(pem.as_bytes()).map_err(write_err)
 }
 
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 fn dialect_mode(name: &str) -> Result<DialectMode, String> {
     if name == "auto" {
         return Ok(DialectMode::Auto {
@@ -229,8 +235,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Ok(ev) if ev.up => println!("UP {} {}", ev.node, ev.dialect.map_or("", |d| d.name())),
-                    Ok(ev) => println!("DOWN {} {}", ev.node, Value::Array(ev.reason)),
+                    // A closed stdout must not take the node down: ignore write errors.
+                    Ok(ev) if ev.up => say(format_args!("UP {} {}", ev.node, ev.dialect.map_or("", |d| d.name()))),
+                    Ok(ev) => say(format_args!("DOWN {} {}", ev.node, Value::Array(ev.reason))),
                     Err(_) => {}
                 },
                 _ = tokio::signal::ctrl_c() => return Ok(()),
