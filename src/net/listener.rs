@@ -19,7 +19,11 @@ pub(crate) async fn listen(shared: Arc<Shared>, addr: &str) -> Result<SocketAddr
     let local = listener.local_addr().map_err(bind_err)?;
     actix::spawn(async move {
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = shared.stopping() => return,
+            };
+            match accepted {
                 Ok((stream, peer)) => match stream.into_std() {
                     Ok(std) => transport::accepted(shared.clone(), std, peer.to_string()),
                     Err(e) => tracing::warn!(node = %shared.id, "cannot hand over {peer}: {e}"),

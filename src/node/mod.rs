@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<NodeEvent>,
     /// Woken whenever a link comes up or a node's slot goes away.
     link_changed: tokio::sync::Notify,
+    /// Set by [`Node::shutdown`]; listeners stop accepting.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -145,6 +147,12 @@ fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn next(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Resolves once the node is shut down.
+    pub async fn stopping(&self) {
+        let mut rx = self.stopped.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
     }
 
     /// A fresh connection id.
@@ -699,6 +707,7 @@ impl Node {
             next_worker: AtomicUsize::new(0),
             events,
             link_changed: tokio::sync::Notify::new(),
+            stopped: tokio::sync::watch::channel(false).0,
         });
         let registry = NodeRegistry::new(shared.clone()).start();
         let _ = shared.registry.set(registry.clone());
@@ -911,6 +920,7 @@ impl Node {
 
     /// Stops every link and listener of this node.
     pub fn shutdown(&self) {
+        self.shared.stopped.send_replace(true);
         if let Some(r) = self.shared.registry() {
             r.do_send(registry::Shutdown);
         }

@@ -1,0 +1,175 @@
+//! Malformed, wrong or stalling peers end their own connection with a logged, typed error while
+//! the node keeps serving a healthy peer.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use aemp::node::{Node, NodeConfig};
+use aemp::proto::dialect::Dialect;
+use aemp::proto::handshake::{Event, Handshake, HandshakeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Everything the node logs, for asserting on.
+fn log() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("aemp=info")
+            .with_writer(move || Sink(sink.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn logged(needle: &str) -> String {
+    for _ in 0..200 {
+        let text = String::from_utf8_lossy(&log().lock().unwrap()).into_owned();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing logged containing {needle:?}");
+}
+
+/// Reads until the node closes the connection; fails if it stays open for 10 s.
+async fn closed_by_node(s: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the node did not close the connection"),
+        }
+    }
+}
+
+/// One healthy round trip from `healthy` to `port` on the node under test.
+async fn round_trip(healthy: &Node, port: &str, n: u32) {
+    let (me, mut rx) = healthy.port_channel(4);
+    healthy.snd(port, &(me.id(), "echo", n)).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let (tag, got): (String, u32) = m.decode().unwrap();
+    assert_eq!((tag.as_str(), got), ("echo", n));
+}
+
+#[actix_rt::test]
+async fn bad_peers_fail_alone_while_a_healthy_peer_is_served() {
+    log();
+    let node = Node::start(NodeConfig {
+        node_id: "under-test".into(),
+        secret: b"k".to_vec(),
+        handshake_timeout: Duration::from_secs(1),
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let addr = node.listeners()[0].to_string();
+    let echo = node
+        .rcv()
+        .default(|cx, msg| {
+            let (reply, tag, n): (String, String, u32) = msg.decode().map_err(|e| e.to_string())?;
+            cx.node.snd(&reply, &(tag, n)).map_err(|e| e.to_string())
+        })
+        .start();
+
+    let healthy = Node::start(NodeConfig::with_secret("k")).await.unwrap();
+    healthy.add_node_addresses("under-test", vec![addr.clone()]);
+    round_trip(&healthy, &echo, 0).await;
+
+    // Wrong secret: a real node with another secret.
+    let wrong = Node::start(NodeConfig::with_secret("not-k")).await.unwrap();
+    wrong.add_node_addresses("under-test", vec![addr.clone()]);
+    wrong.snd(&echo, &("x",)).unwrap();
+    let line = logged("authentication of node").await;
+    assert!(
+        line.contains(wrong.id()) && line.contains("shared secret mismatch"),
+        "{line}"
+    );
+    round_trip(&healthy, &echo, 1).await;
+
+    // Version mismatch.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"aemp;7;from-the-future;hmac_md6_64_256;json\nbm9uY2U\n")
+        .await
+        .unwrap();
+    closed_by_node(&mut s).await;
+    let line = logged("version mismatch with node \"from-the-future\"").await;
+    assert!(line.contains("WARN"), "{line}");
+    round_trip(&healthy, &echo, 2).await;
+
+    // Malformed greeting.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    closed_by_node(&mut s).await;
+    logged("unparsable greeting").await;
+
+    // Oversize line: more than 4096 bytes without a newline.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let _ = s.write_all(&[b'a'; 5000]).await;
+    closed_by_node(&mut s).await;
+    logged("more than 4096 bytes").await;
+
+    // A peer that stalls mid-handshake: half a greeting, then silence.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"aemp;0;staller;hmac_md6").await.unwrap();
+    closed_by_node(&mut s).await;
+    logged("timed out after").await;
+    round_trip(&healthy, &echo, 3).await;
+
+    // Garbage after a valid handshake: that link is dropped, the healthy one stays.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut hs =
+        Handshake::new(HandshakeConfig::new("garbler", b"k".to_vec(), Dialect::P0)).unwrap();
+    let mut buf = [0u8; 4096];
+    while !hs.is_established() {
+        s.write_all(&hs.take_output()).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "node closed during the garbler's handshake");
+        hs.feed(&buf[..n]).unwrap();
+        while let Some(ev) = hs.poll_event() {
+            if let Event::PeerGreeting(_) = ev {
+                hs.accept_peer(None).unwrap();
+            }
+        }
+    }
+    s.write_all(&hs.take_output()).await.unwrap();
+    s.write_all(b"[\"\",\"devnull\"]{\"not\":\"an array\"}")
+        .await
+        .unwrap();
+    closed_by_node(&mut s).await;
+    let line = logged("garbage from").await;
+    assert!(line.contains("not an array"), "{line}");
+
+    // Abrupt close mid-handshake.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"aemp;0;quitter;hmac_md6_64_256;json\n")
+        .await
+        .unwrap();
+    drop(s);
+    logged("node \"quitter\" closed the connection during the handshake").await;
+
+    for n in 4..20 {
+        round_trip(&healthy, &echo, n).await;
+    }
+    assert_eq!(node.up_nodes(), vec![healthy.id().to_owned()]);
+}

@@ -1,0 +1,184 @@
+//! Ports: tag dispatch, port life tied to its actor, handler failures, and monitors that see
+//! all of it from another node; reconnection after a link died.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use aemp::node::{Message, Node, NodeConfig, Port};
+use aemp::proto::value::Value;
+use tokio::sync::mpsc;
+
+async fn pair() -> (Node, Node) {
+    let a = Node::start(NodeConfig::with_secret("k")).await.unwrap();
+    let b = Node::start(NodeConfig::with_secret("k")).await.unwrap();
+    a.add_node_addresses(
+        b.id(),
+        b.listeners().iter().map(|l| l.to_string()).collect(),
+    );
+    (a, b)
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("timed out")
+        .expect("closed")
+}
+
+/// Monitors `port` from `node`, after making sure the link and the `mon1` are in place.
+async fn watch(node: &Node, port: &str) -> mpsc::UnboundedReceiver<Vec<Value>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    node.mon(port, move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    // A relay through the target node's port comes back after the mon1 was handled there.
+    let (me, mut sync) = node.port_channel(1);
+    let (target, _) = aemp::node::split_port_id(port);
+    node.snd(target, &("snd", me.id(), "synced")).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sync.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    rx
+}
+
+#[actix_rt::test]
+async fn rcv_dispatches_on_the_first_element() {
+    let (a, b) = pair().await;
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let (t1, t2) = (tx.clone(), tx);
+    let port = b
+        .rcv()
+        .on("add", move |_, m| {
+            let (_, x, y): (String, i64, i64) = m.decode().map_err(|e| e.to_string())?;
+            t1.send(format!("add {}", x + y)).map_err(|e| e.to_string())
+        })
+        .default(move |_, m| {
+            t2.send(format!("other {}", Value::Array(m.args().unwrap())))
+                .map_err(|e| e.to_string())
+        })
+        .start();
+    a.snd(&port, &("add", 2, 3)).unwrap();
+    a.snd(&port, &("mul", 2, 3)).unwrap();
+    b.snd(&port, &("add", 1, 1)).unwrap();
+    let mut got = vec![
+        next(&mut seen).await,
+        next(&mut seen).await,
+        next(&mut seen).await,
+    ];
+    got.sort();
+    assert_eq!(got, ["add 2", "add 5", "other [\"mul\",2,3]"]);
+}
+
+#[actix_rt::test]
+async fn a_failing_handler_kills_the_port_with_die_and_remote_monitors_see_it() {
+    let (a, b) = pair().await;
+    let port = b.rcv().on("boom", |_, _| Err("disk full\n".into())).start();
+    let mut fired = watch(&a, &port).await;
+    a.snd(&port, &("boom",)).unwrap();
+    assert_eq!(
+        next(&mut fired).await,
+        vec![Value::from("die"), Value::from("disk full")]
+    );
+}
+
+#[actix_rt::test]
+async fn a_panicking_handler_kills_the_port_with_die() {
+    let (a, b) = pair().await;
+    let port = b
+        .rcv()
+        .on("boom", |_, _| -> Result<(), String> {
+            panic!("handler exploded")
+        })
+        .start();
+    let mut fired = watch(&a, &port).await;
+    a.snd(&port, &("boom",)).unwrap();
+    assert_eq!(
+        next(&mut fired).await,
+        vec![Value::from("die"), Value::from("handler exploded")]
+    );
+}
+
+#[actix_rt::test]
+async fn a_message_without_a_handler_kills_the_port_as_in_perl() {
+    let (a, b) = pair().await;
+    let port = b.rcv().on("only", |_, _| Ok(())).start();
+    let mut fired = watch(&a, &port).await;
+    a.snd(&port, &("something-else",)).unwrap();
+    let reason = next(&mut fired).await;
+    assert_eq!(reason[0], Value::from("die"));
+    assert!(reason[1].as_str().unwrap().contains("without callback"));
+}
+
+/// An actor that owns its port (held only to be dropped with the actor) and stops when told.
+struct Worker {
+    _port: Port,
+}
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+impl Handler<Message> for Worker {
+    type Result = ();
+    fn handle(&mut self, m: Message, ctx: &mut Context<Self>) {
+        if m.tag().as_deref() == Some("stop") {
+            ctx.stop();
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_port_dies_with_its_actor_and_remote_monitors_see_a_normal_exit() {
+    let (a, b) = pair().await;
+    let mut id = String::new();
+    Worker::create(|ctx| {
+        let port = b.port(ctx.address().recipient());
+        id = port.id().to_owned();
+        Worker { _port: port }
+    });
+    let mut fired = watch(&a, &id).await;
+    a.snd(&id, &("stop",)).unwrap();
+    assert_eq!(next(&mut fired).await, Vec::<Value>::new());
+}
+
+#[actix_rt::test]
+async fn a_node_whose_link_died_is_dialled_again_on_the_next_send() {
+    let a = Node::start(NodeConfig::with_secret("k")).await.unwrap();
+    let config = NodeConfig {
+        node_id: "comes-back".into(),
+        ..NodeConfig::with_secret("k")
+    };
+    let b1 = Node::start(config.clone()).await.unwrap();
+    let addr = b1.listeners()[0].to_string();
+    a.add_node_addresses("comes-back", vec![addr.clone()]);
+    let (p1, mut rx1) = b1.port_channel(4);
+    let name = p1.id().to_owned();
+    a.snd(&name, &("one",)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx1.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut events = a.node_events();
+    b1.shutdown();
+    let down = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!down.up);
+    // The node comes back on the same address; the next send dials it again.
+    let b2 = Node::start(NodeConfig {
+        binds: vec![addr],
+        ..config
+    })
+    .await
+    .unwrap();
+    let (me, mut rx) = a.port_channel(4);
+    a.snd("comes-back", &("snd", me.id(), "back")).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.args().unwrap(), vec![Value::from("back")]);
+    assert_eq!(a.up_nodes(), vec!["comes-back".to_owned()]);
+    drop(b2);
+}
