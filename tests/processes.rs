@@ -117,47 +117,50 @@ fn cli_snd_cal_and_bench_work_against_a_rust_node() {
 #[test]
 fn cli_errors_are_one_line_and_a_failing_exit() {
     let run = RunNode::start(&["--dialect", "p0"]);
-    for args in [
-        vec![
-            "--secret",
-            "wrong",
-            "--seed",
-            run.addr.as_str(),
-            "--timeout",
-            "2",
-            "snd",
-            run.echo.as_str(),
-            "x",
-        ],
-        vec![
-            "--secret",
-            "proc-secret",
-            "--dialect",
-            "p2",
-            "--seed",
-            run.addr.as_str(),
-            "--timeout",
-            "2",
-            "cal",
-            run.node.as_str(),
-            "time",
-        ],
-        vec![
-            "--secret",
-            "proc-secret",
-            "--seed",
-            "127.0.0.1:1",
-            "--timeout",
-            "2",
-            "snd",
-            "x#y",
-        ],
-    ] {
-        let out = cli(&args);
+    let (addr, echo, node) = (run.addr.as_str(), run.echo.as_str(), run.node.as_str());
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--secret", "wrong", "--seed", addr, "snd", echo, "x"],
+            "shared secret mismatch",
+        ),
+        (
+            &[
+                "--secret",
+                "proc-secret",
+                "--dialect",
+                "p2",
+                "--seed",
+                addr,
+                "cal",
+                node,
+                "time",
+            ],
+            "version mismatch",
+        ),
+        (
+            &[
+                "--secret",
+                "proc-secret",
+                "--seed",
+                "127.0.0.1:1",
+                "snd",
+                "x#y",
+            ],
+            "cannot connect to 127.0.0.1:1",
+        ),
+    ];
+    for (args, cause) in cases {
+        // Without RUST_LOG, as a user runs it: the error is the only thing on stderr.
+        let out = Command::new(AEMP)
+            .args(args)
+            .args(["--timeout", "2"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{args:?} must fail");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.starts_with("aemp: "), "{err}");
+        assert!(err.starts_with("aemp: ") && err.contains(cause), "{err}");
     }
 }
 

@@ -127,8 +127,14 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("aemp=info")),
+            match std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()) {
+                Some(spec) => tracing_subscriber::EnvFilter::new(spec),
+                // A node logs what happens to it; one-shot commands say only their one line.
+                None if matches!(cli.command, Command::Run { .. }) => {
+                    tracing_subscriber::EnvFilter::new("aemp=info")
+                }
+                None => tracing_subscriber::EnvFilter::new("off"),
+            },
         )
         .init();
     let system = actix::System::new();
@@ -296,19 +302,23 @@ async fn wait(rx: &mut mpsc::Receiver<Message>, timeout: Duration) -> Option<Mes
 }
 
 /// Dials the seed and waits for its link; returns its node id.
+/// Dials the seed and waits for its link; returns its node id, or the reason it failed.
 async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Result<String, String> {
     let seed = seeds.first().ok_or("--seed HOST:PORT is required")?;
     let mut events = node.node_events();
+    let mut errors = node.link_errors();
     node.connect(seed.clone());
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(ev)) if ev.up => return Ok(ev.node),
-            Ok(_) => {}
-            Err(_) => {
-                return Err(format!(
-                    "cannot reach {seed} within {timeout:?} (unreachable, wrong secret or version mismatch; see the log)"
-                ));
+        tokio::select! {
+            ev = events.recv() => if let Ok(ev) = ev && ev.up {
+                return Ok(ev.node);
+            },
+            err = errors.recv() => if let Ok(err) = err {
+                return Err(err.error);
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(format!("no link to {seed} within {timeout:?}"));
             }
         }
     }

@@ -92,11 +92,13 @@ pub(crate) fn dial(shared: Arc<Shared>, addr: String, conn: u64) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::info!(node = %shared.id, %addr, "cannot connect: {e}");
+                shared.report_link_error(&addr, format!("cannot connect to {addr}: {e}"));
                 dial_failed(&shared, conn, e.to_string());
                 return;
             }
             Err(_) => {
                 tracing::info!(node = %shared.id, %addr, "connect timed out");
+                shared.report_link_error(&addr, format!("connecting to {addr} timed out"));
                 dial_failed(&shared, conn, "connect timed out".into());
                 return;
             }
@@ -379,6 +381,7 @@ impl Actor for Transport {
                     }
                     Err(e) => {
                         tracing::warn!(node = %act.shared.id, "{e}");
+                        act.shared.report_link_error(&act.addr, e.to_string());
                         act.claimed = claimed;
                         ctx.stop();
                     }

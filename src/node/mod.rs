@@ -80,6 +80,15 @@ pub struct NodeEvent {
     pub dialect: Option<Dialect>,
 }
 
+/// A connection that failed before its link came up (refused, unreachable, auth failure…).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkError {
+    /// The peer's address as dialled or accepted.
+    pub addr: String,
+    /// The typed error, as text.
+    pub error: String,
+}
+
 /// A packet waiting for its node to come up.
 pub(crate) enum Outgoing {
     /// `[dest, args…]`.
@@ -128,6 +137,8 @@ pub(crate) struct Shared {
     workers: Vec<ArbiterHandle>,
     next_worker: AtomicUsize,
     pub events: broadcast::Sender<NodeEvent>,
+    /// Connections that failed before coming up, for callers that wait for a link.
+    link_errors: broadcast::Sender<LinkError>,
     /// Woken whenever a link comes up or a node's slot goes away.
     link_changed: tokio::sync::Notify,
     /// Set by [`Node::shutdown`]; listeners stop accepting.
@@ -147,6 +158,14 @@ fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn next(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Publishes why a connection failed before its link came up.
+    pub fn report_link_error(&self, addr: &str, error: String) {
+        let _ = self.link_errors.send(LinkError {
+            addr: addr.to_owned(),
+            error,
+        });
     }
 
     /// Resolves once the node is shut down.
@@ -707,6 +726,7 @@ impl Node {
             next_worker: AtomicUsize::new(0),
             events,
             link_changed: tokio::sync::Notify::new(),
+            link_errors: broadcast::channel(64).0,
             stopped: tokio::sync::watch::channel(false).0,
         });
         let registry = NodeRegistry::new(shared.clone()).start();
@@ -735,6 +755,11 @@ impl Node {
     /// Subscribes to node up/down events.
     pub fn node_events(&self) -> broadcast::Receiver<NodeEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Subscribes to connections that fail before their link comes up.
+    pub fn link_errors(&self) -> broadcast::Receiver<LinkError> {
+        self.shared.link_errors.subscribe()
     }
 
     /// Ids of the nodes with a live link.
