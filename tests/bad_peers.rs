@@ -173,3 +173,43 @@ async fn bad_peers_fail_alone_while_a_healthy_peer_is_served() {
     }
     assert_eq!(node.up_nodes(), vec![healthy.id().to_owned()]);
 }
+
+#[actix_rt::test]
+async fn a_silent_p0_peer_is_dropped_after_its_advertised_timeout() {
+    use aemp::proto::greeting::Nonce;
+    use aemp::proto::handshake::OwnGreeting;
+    let node = Node::start(NodeConfig::with_secret("k")).await.unwrap();
+    let addr = node.listeners()[0].to_string();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    // A P0 peer promising traffic at least every 2 s, then saying nothing.
+    let mut cfg = HandshakeConfig::new("quiet", b"k".to_vec(), Dialect::P0);
+    cfg.greeting = OwnGreeting::Injected {
+        line1: "aemp;0;quiet;hmac_md6_64_256;json;timeout=2".into(),
+        nonce: Nonce::random().unwrap(),
+    };
+    let mut hs = Handshake::new(cfg).unwrap();
+    let mut buf = [0u8; 4096];
+    while !hs.is_established() {
+        s.write_all(&hs.take_output()).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        hs.feed(&buf[..n]).unwrap();
+        while let Some(ev) = hs.poll_event() {
+            if let Event::PeerGreeting(_) = ev {
+                hs.accept_peer(None).unwrap();
+            }
+        }
+    }
+    s.write_all(&hs.take_output()).await.unwrap();
+    let (tx, mut fired) = tokio::sync::mpsc::unbounded_channel();
+    node.mon("quiet", move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    let reason = tokio::time::timeout(Duration::from_secs(10), fired.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        reason,
+        vec!["transport_error".into(), "quiet".into(), "Connection timed out".into()] as Vec<aemp::proto::value::Value>
+    );
+    closed_by_node(&mut s).await;
+}
