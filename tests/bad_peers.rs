@@ -206,10 +206,17 @@ async fn a_silent_p0_peer_is_dropped_after_its_advertised_timeout() {
         let _ = tx.send(r);
     })
     .detach();
-    let reason = tokio::time::timeout(Duration::from_secs(10), fired.recv()).await.unwrap().unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), fired.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         reason,
-        vec!["transport_error".into(), "quiet".into(), "Connection timed out".into()] as Vec<aemp::proto::value::Value>
+        vec![
+            "transport_error".into(),
+            "quiet".into(),
+            "Connection timed out".into()
+        ] as Vec<aemp::proto::value::Value>
     );
     closed_by_node(&mut s).await;
 }

@@ -280,9 +280,14 @@ impl Transport {
                 }
             }
         } else {
-            let dest = dest.into_owned();
-            self.shared
-                .deliver_local(&dest, Message::from_packet(peer, packet));
+            // Look the port up with the borrowed name: no allocation per packet.
+            match self.shared.port_recipient(&dest) {
+                Some(r) if r.connected() => r.do_send(Message::from_packet(peer, packet)),
+                Some(_) => self.shared.kill_local(&dest, Vec::new()),
+                None => {
+                    tracing::debug!(node = %self.shared.id, port = %dest, "message to unknown port dropped")
+                }
+            }
         }
     }
 }

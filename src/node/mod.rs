@@ -198,13 +198,17 @@ impl Shared {
         format!("{}.{}", self.uniq, self.next())
     }
 
-    /// Delivers a message to a local port; unknown ports drop it with a debug log.
-    pub fn deliver_local(&self, port: &str, msg: Message) {
-        let recipient = read(&self.ports)
+    /// The recipient behind a local port.
+    pub fn port_recipient(&self, port: &str) -> Option<Recipient<Message>> {
+        read(&self.ports)
             .ports
             .get(port)
-            .map(|e| e.recipient.clone());
-        match recipient {
+            .map(|e| e.recipient.clone())
+    }
+
+    /// Delivers a message to a local port; unknown ports drop it with a debug log.
+    pub fn deliver_local(&self, port: &str, msg: Message) {
+        match self.port_recipient(port) {
             // do_send: a port has no queue limit in AEMP, and try_send would drop silently
             // whenever the actor's mailbox is momentarily full.
             Some(r) if r.connected() => r.do_send(msg),

@@ -13,6 +13,11 @@
 //!
 //! The data phase can only be entered through [`Established`], which holds the
 //! [`AuthVerified`] proof that only a verified auth line produces.
+//!
+//! Stricter than Perl, on purpose: the peer's auth method must be one we listed in our line 1
+//! ([`HandshakeError::AuthNotAccepted`]) and its framing one we offered
+//! ([`HandshakeError::FramingNotOffered`]); Perl checks neither. We never send `hmac_*` inside
+//! TLS, where Perl would verify it without the secret.
 
 use std::collections::VecDeque;
 use std::fmt;
