@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -145,7 +145,10 @@ pub struct Transport {
     claimed: Option<String>,
     dialect: Dialect,
     up: bool,
-    last_read: Instant,
+    /// Read activity since the last liveness tick (P0 read timeout); a flag, not a clock
+    /// read per packet.
+    read_seen: bool,
+    silent_for: Duration,
     down_reason: String,
     writer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -170,7 +173,8 @@ impl Transport {
             claimed: None,
             dialect: Dialect::P0,
             up: false,
-            last_read: Instant::now(),
+            read_seen: false,
+            silent_for: Duration::ZERO,
             down_reason: "Unexpected end-of-file".into(),
             writer: None,
         });
@@ -236,11 +240,18 @@ impl Transport {
                 .map(perl_number)
                 .filter(|t| *t > 0.0);
             if let Some(t) = peer_timeout {
-                let limit = Duration::from_secs_f64(t);
-                ctx.run_interval(Duration::from_secs(1), move |act, ctx| {
-                    if act.last_read.elapsed() > limit {
-                        act.down_reason = "Connection timed out".into();
-                        ctx.stop();
+                // `t` came off the wire: no panic on huge values.
+                let limit = Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX);
+                const TICK: Duration = Duration::from_millis(250);
+                ctx.run_interval(TICK, move |act, ctx| {
+                    if std::mem::take(&mut act.read_seen) {
+                        act.silent_for = Duration::ZERO;
+                    } else {
+                        act.silent_for += TICK;
+                        if act.silent_for > limit {
+                            act.down_reason = "Connection timed out".into();
+                            ctx.stop();
+                        }
                     }
                 });
             }
@@ -273,6 +284,10 @@ impl Transport {
             }
         };
         if dest.is_empty() {
+            // Keepalives and `devnull` are the bulk of node-port traffic: skip decoding them.
+            if matches!(packet.node_request_tag().as_deref(), Ok("" | "devnull")) {
+                return;
+            }
             match packet.args() {
                 Ok(args) => kernel_deliver(&self.shared, &peer, self.dialect, args),
                 Err(e) => {
@@ -416,7 +431,7 @@ impl Actor for Transport {
 
 impl StreamHandler<Result<Packet, TransportError>> for Transport {
     fn handle(&mut self, item: Result<Packet, TransportError>, ctx: &mut Context<Self>) {
-        self.last_read = Instant::now();
+        self.read_seen = true;
         match item {
             Ok(p) => self.deliver(p),
             // AEMP has no orderly close: TLS peers (Perl too) just close, without close_notify.

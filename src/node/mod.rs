@@ -325,9 +325,9 @@ impl Shared {
             _ => None,
         };
         if let Some(link) = up {
-            let mut buf = BytesMut::new();
-            framing::encode_packet(link.framing, port, msg, &mut buf).map_err(encode_err)?;
-            return self.push(node, &link, buf.freeze());
+            let bytes = encode_scratch(|buf| framing::encode_packet(link.framing, port, msg, buf))
+                .map_err(encode_err)?;
+            return self.push(node, &link, bytes);
         }
         let args = match value::to_value(msg) {
             Ok(Value::Array(a)) => a,
@@ -355,40 +355,42 @@ impl Shared {
         port: &str,
         msg: &T,
     ) -> Result<(), NodeError> {
-        loop {
-            let changed = self.link_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let state = match read(&self.links).get(node) {
-                Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
-                Some(LinkSlot::Pending { queue }) if queue.len() >= self.config.send_queue => {
-                    Wait::Full
-                }
-                _ => Wait::Queue,
-            };
-            let link = match state {
-                Wait::Up(link) => link,
-                Wait::Full => {
-                    changed.await;
-                    continue;
-                }
+        let link = loop {
+            let state = self.wait_state(node);
+            match state {
+                Wait::Up(link) => break link,
                 Wait::Queue => return self.send_remote(node, port, msg),
-            };
-            let mut buf = BytesMut::new();
-            framing::encode_packet(link.framing, port, msg, &mut buf).map_err(|source| {
-                NodeError::Encode {
+                Wait::Full => {
+                    // Slow path only: register for the wake-up, then look again.
+                    let changed = self.link_changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if matches!(self.wait_state(node), Wait::Full) {
+                        changed.await;
+                    }
+                }
+            }
+        };
+        {
+            let bytes = encode_scratch(|buf| framing::encode_packet(link.framing, port, msg, buf))
+                .map_err(|source| NodeError::Encode {
                     port: format!("{node}#{port}"),
                     source,
-                }
-            })?;
-            return link
-                .tx
-                .send(buf.freeze())
-                .await
-                .map_err(|_| NodeError::LinkGone {
-                    node: node.to_owned(),
-                    reason: "link closed".into(),
-                });
+                })?;
+            return link.tx.send(bytes).await.map_err(|_| NodeError::LinkGone {
+                node: node.to_owned(),
+                reason: "link closed".into(),
+            });
+        }
+    }
+
+    fn wait_state(&self, node: &str) -> Wait {
+        match read(&self.links).get(node) {
+            Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
+            Some(LinkSlot::Pending { queue }) if queue.len() >= self.config.send_queue => {
+                Wait::Full
+            }
+            _ => Wait::Queue,
         }
     }
 
@@ -568,6 +570,30 @@ fn encode_outgoing(link: &LinkTx, out: &Outgoing, buf: &mut BytesMut) -> Result<
 /// Hands a node-port request from `from` to the kernel.
 pub(crate) fn kernel_deliver(shared: &Shared, from: &Arc<str>, dialect: Dialect, args: Vec<Value>) {
     kernel::handle(shared, from, dialect, args);
+}
+
+/// Encodes one packet into a per-thread scratch buffer and splits it off: one allocation per
+/// many packets instead of one (plus regrowth) per packet.
+fn encode_scratch(
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+) -> Result<Bytes, FramingError> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.capacity() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let result = encode(&mut buf);
+        match result {
+            Ok(()) => Ok(buf.split().freeze()),
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
+        }
+    })
 }
 
 /// `("transport_error", node, message)`.

@@ -191,6 +191,12 @@ impl Packet {
         }
     }
 
+    /// Element 1 as a string: the request tag of a node-port packet (`""` when absent or not a
+    /// string). Decodes nothing else.
+    pub fn node_request_tag(&self) -> Result<String, FramingError> {
+        self.decode::<RequestTag>().map(|t| t.0)
+    }
+
     /// The whole packet (destination included) decoded straight into a serde type.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, FramingError> {
         match self.framing {
@@ -300,5 +306,36 @@ pub fn encode_value(
         Framing::Json => json::encode_value(packet, out),
         Framing::Cbor => cbor::encode_value(packet, out),
         Framing::Storable => storable::encode_value(packet, out),
+    }
+}
+
+/// Reads element 1 of a packet as a string and skips the rest without building values.
+struct RequestTag(String);
+
+impl<'de> serde::Deserialize<'de> for RequestTag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RequestTag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a packet array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RequestTag, A::Error> {
+                use serde::de::IgnoredAny;
+                let _dest: Option<IgnoredAny> = seq.next_element()?;
+                let tag = seq.next_element::<Value>()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                let tag = match tag {
+                    Some(Value::Str(s)) => s,
+                    Some(other) => other.as_str().map(|s| s.into_owned()).unwrap_or_default(),
+                    None => String::new(),
+                };
+                Ok(RequestTag(tag))
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
