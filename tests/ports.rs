@@ -182,3 +182,47 @@ async fn a_node_whose_link_died_is_dialled_again_on_the_next_send() {
     assert_eq!(a.up_nodes(), vec!["comes-back".to_owned()]);
     drop(b2);
 }
+
+#[actix_rt::test]
+async fn an_unreachable_node_drops_its_queue_and_fires_monitors_after_the_connect_timeout() {
+    let a = Node::start(NodeConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..NodeConfig::with_secret("k")
+    })
+    .await
+    .unwrap();
+    // A port that nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    a.add_node_addresses("nowhere", vec![closed.to_string()]);
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon("nowhere#p", move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    a.snd("nowhere#p", &("lost",)).unwrap();
+    assert_eq!(
+        next(&mut fired).await,
+        vec![
+            Value::from("transport_error"),
+            Value::from("nowhere"),
+            Value::from("unable to connect")
+        ]
+    );
+    // Without any address the reason says so.
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon("unknown-node#p", move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    assert_eq!(
+        next(&mut fired).await,
+        vec![
+            Value::from("transport_error"),
+            Value::from("unknown-node"),
+            Value::from("no known address")
+        ]
+    );
+}
