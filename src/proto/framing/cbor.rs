@@ -923,38 +923,28 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
+/// The three sequence-like serde traits all append one element and close the same way.
+macro_rules! sequence_impls {
+    ($ty:ty) => {
+        sequence_impls!(@one SerializeSeq, serialize_element, $ty);
+        sequence_impls!(@one SerializeTuple, serialize_element, $ty);
+        sequence_impls!(@one SerializeTupleStruct, serialize_field, $ty);
+    };
+    (@one $trait:ident, $method:ident, $ty:ty) => {
+        impl ser::$trait for $ty {
+            type Ok = ();
+            type Error = EncodeError;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
+                self.element(v)
+            }
+            fn end(self) -> Result<(), EncodeError> {
+                self.close()
+            }
+        }
+    };
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
+sequence_impls!(Compound<'_, '_>);
 
 impl ser::SerializeTupleVariant for VariantCompound<'_, '_> {
     type Ok = ();
@@ -1203,38 +1193,7 @@ impl<'o> ser::Serializer for Outer<'o> {
     }
 }
 
-impl ser::SerializeSeq for OuterSeq<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTuple for OuterSeq<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for OuterSeq<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), EncodeError> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.close()
-    }
-}
+sequence_impls!(OuterSeq<'_>);
 
 #[cfg(test)]
 mod tests {
