@@ -352,7 +352,9 @@ impl Global {
                 Vec::new()
             }
             "seedme1" => {
-                self.seedme.insert(node.to_owned());
+                if self.seedme.len() < MAX_ENTRIES {
+                    self.seedme.insert(node.to_owned());
+                }
                 let known: Vec<(String, Value)> = self
                     .listeners
                     .iter()
@@ -492,6 +494,9 @@ impl Global {
                 }
                 out.extend(self.tracked(|g| {
                     let db = g.dbs.entry(from.to_owned()).or_default();
+                    if db.len() >= MAX_ENTRIES && !db.contains_key(&fam) {
+                        return Vec::new();
+                    }
                     let entries = db.entry(fam.clone()).or_default();
                     for k in &del {
                         entries.remove(k);

@@ -4,7 +4,7 @@
 //! peers expect), refuses self-connects, breaks ties between simultaneous dials, dials nodes
 //! that have messages waiting, and times out those that cannot be reached.
 //!
-//! In [`DialectMode::Auto`](super::DialectMode::Auto) it remembers which dialect the listener at
+//! In [`DialectMode::Auto`] it remembers which dialect the listener at
 //! each address showed and dials again at once in that dialect when a handshake failed because
 //! the listener speaks another one. It also runs the global services' node-up and node-down
 //! hooks.
