@@ -475,8 +475,7 @@ impl Seen {
     }
 }
 
-/// Greeting, (TLS,) auth and registration. `claimed` learns what the peer's line 1 shows
-/// claims.
+/// Greeting, (TLS,) auth and registration. `claimed` learns what the peer's line 1 shows.
 async fn handshake(
     shared: Arc<Shared>,
     conn: u64,
