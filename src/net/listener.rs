@@ -25,7 +25,10 @@ pub(crate) async fn listen(shared: Arc<Shared>, addr: &str) -> Result<SocketAddr
             };
             match accepted {
                 Ok((stream, peer)) => match stream.into_std() {
-                    Ok(std) => transport::accepted(shared.clone(), std, peer.to_string()),
+                    Ok(std) => {
+                        shared.peer.count_connection(false);
+                        transport::accepted(shared.clone(), std, peer.to_string())
+                    }
                     Err(e) => tracing::warn!(node = %shared.id, "cannot hand over {peer}: {e}"),
                 },
                 Err(e) => {

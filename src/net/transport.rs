@@ -113,6 +113,7 @@ fn dial_failed(shared: &Shared, conn: u64, reason: String) {
             conn,
             node: None,
             reason,
+            mismatch: None,
         });
     }
 }
@@ -141,8 +142,8 @@ pub struct Transport {
     outgoing: bool,
     stream: Option<TcpStream>,
     peer: Option<Arc<str>>,
-    /// The node id a failed handshake claimed at line 1, so the registry can forget it.
-    claimed: Option<String>,
+    /// What a failed handshake saw of the peer, so the registry can forget it (or redial).
+    claimed: Seen,
     dialect: Dialect,
     up: bool,
     /// Read activity since the last liveness tick (P0 read timeout); a flag, not a clock
@@ -170,7 +171,7 @@ impl Transport {
             outgoing,
             stream: Some(stream),
             peer: None,
-            claimed: None,
+            claimed: Seen::default(),
             dialect: Dialect::P0,
             up: false,
             read_seen: false,
@@ -380,7 +381,7 @@ impl Actor for Transport {
         let (conn, addr, outgoing) = (self.conn, self.addr.clone(), self.outgoing);
         let limit = shared.config.handshake_timeout;
         let fut = async move {
-            let mut claimed = None;
+            let mut claimed = Seen::default();
             let res = match tokio::time::timeout(
                 limit,
                 handshake(shared, conn, stream, addr.clone(), outgoing, &mut claimed),
@@ -422,7 +423,8 @@ impl Actor for Transport {
                     .peer
                     .as_deref()
                     .map(str::to_owned)
-                    .or_else(|| self.claimed.take()),
+                    .or_else(|| self.claimed.node.take()),
+                mismatch: self.claimed.mismatch.filter(|_| !self.up),
                 reason: self.down_reason.clone(),
             });
         }
@@ -469,15 +471,33 @@ impl Handler<WriterDone> for Transport {
     }
 }
 
-/// Greeting, (TLS,) auth and registration. `claimed` gets the node id the peer's line 1
-/// claims.
+/// What a handshake learned of its peer before it failed.
+#[derive(Default)]
+struct Seen {
+    /// The node id the peer's line 1 claims.
+    node: Option<String>,
+    /// The dialect the peer's line 1 shows, when it is not the one we greeted in.
+    mismatch: Option<Dialect>,
+}
+
+impl Seen {
+    fn note_mismatch(&mut self, hs: &Handshake) {
+        if let (Some(ours), Some(peer)) = (hs.dialect(), hs.peer())
+            && peer.dialect != Some(ours)
+        {
+            self.mismatch = peer.dialect;
+        }
+    }
+}
+
+/// Greeting, (TLS,) auth and registration. `claimed` learns what the peer's line 1 shows.
 async fn handshake(
     shared: Arc<Shared>,
     conn: u64,
     stream: TcpStream,
     addr: String,
     outgoing: bool,
-    claimed: &mut Option<String>,
+    claimed: &mut Seen,
 ) -> Result<HandshakeDone, TransportError> {
     let hs_err = |source| TransportError::Handshake {
         addr: addr.clone(),
@@ -493,7 +513,10 @@ async fn handshake(
     };
     let greeting = match shared.config.dialect {
         DialectMode::Fixed(d) => OwnGreeting::Immediate(d),
-        DialectMode::Auto { default } if outgoing => OwnGreeting::Immediate(default),
+        // A dialler speaks what the listener at that address last showed.
+        DialectMode::Auto { default } if outgoing => {
+            OwnGreeting::Immediate(shared.peer.dial_dialect(&addr).unwrap_or(default))
+        }
         // A listener reads the dialler's line 1 first and answers in its dialect.
         DialectMode::Auto { .. } => OwnGreeting::Deferred,
     };
@@ -516,7 +539,17 @@ async fn handshake(
         while let Some(event) = hs.poll_event() {
             match event {
                 Event::PeerGreeting(peer) => {
-                    *claimed = Some(peer.node_id().to_owned());
+                    claimed.node = Some(peer.node_id().to_owned());
+                    // Same version, other dialect (P1a/P1b/P2): not a link we can serve.
+                    if let Some(ours) = hs.dialect()
+                        && peer.dialect != Some(ours)
+                    {
+                        claimed.mismatch = peer.dialect;
+                        let theirs = peer.dialect.map_or("an unknown one", |d| d.name());
+                        let reason =
+                            format!("dialect mismatch: we speak {ours}, the peer {theirs}");
+                        return Err(hs_err(hs.refuse(reason)));
+                    }
                     if shared.config.require_tls {
                         let refusal = if tls_settings.is_none() {
                             Some(TlsError::NotConfigured)
@@ -622,7 +655,11 @@ async fn handshake(
                 .unwrap_or(HandshakeError::Misuse("EOF after the handshake"));
             return Err(hs_err(err));
         }
-        hs.feed(buf.get(..n).unwrap_or_default()).map_err(hs_err)?;
+        if let Err(e) = hs.feed(buf.get(..n).unwrap_or_default()) {
+            // A version mismatch fails at line 1: the registry may redial in the peer's dialect.
+            claimed.note_mismatch(&hs);
+            return Err(hs_err(e));
+        }
     }
 }
 

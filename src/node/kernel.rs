@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Shared, split_port_id};
+use super::{Shared, global, peer, split_port_id};
 use crate::proto::dialect::Dialect;
 use crate::proto::value::Value;
 
@@ -32,6 +32,7 @@ fn known_request(tag: &str, d: Dialect) -> bool {
         "kil0" => matches!(d, Dialect::P1b | Dialect::P2),
         "kil1" | "can" => d == Dialect::P2,
         "snd_multiple" | "info" | "known_nodes" | "up_nodes" => d != Dialect::P2,
+        g if d == Dialect::P2 => global::answers(g),
         _ => false,
     }
 }
@@ -41,7 +42,7 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 /// Sends `msg` to a port id from this node (the `snd` relay and all replies).
-pub(crate) fn relay(shared: &Shared, port: &str, args: Vec<Value>) {
+pub(crate) fn relay(shared: &Arc<Shared>, port: &str, args: Vec<Value>) {
     let (node, name) = split_port_id(port);
     if node == &*shared.id {
         if name.is_empty() {
@@ -55,7 +56,7 @@ pub(crate) fn relay(shared: &Shared, port: &str, args: Vec<Value>) {
 }
 
 /// Answers a request that ends in a reply spec `reply_port, prefix…`.
-fn reply(shared: &Shared, spec: &[Value], results: Vec<Value>) {
+fn reply(shared: &Arc<Shared>, spec: &[Value], results: Vec<Value>) {
     let Some(port) = text(spec.first()) else {
         return;
     };
@@ -65,13 +66,13 @@ fn reply(shared: &Shared, spec: &[Value], results: Vec<Value>) {
 }
 
 /// A request to our node port from ourselves.
-pub(crate) fn handle_local(shared: &Shared, args: Vec<Value>) {
+pub(crate) fn handle_local(shared: &Arc<Shared>, args: Vec<Value>) {
     let id = shared.id.clone();
     handle(shared, &id, Dialect::P2, args);
 }
 
 /// A request to our node port from `from`, over a link of `dialect`.
-pub(crate) fn handle(shared: &Shared, from: &Arc<str>, dialect: Dialect, args: Vec<Value>) {
+pub(crate) fn handle(shared: &Arc<Shared>, from: &Arc<str>, dialect: Dialect, args: Vec<Value>) {
     let tag = text(args.first()).unwrap_or_default();
     let rest = args.get(1..).unwrap_or_default();
     match tag.as_str() {
@@ -144,6 +145,13 @@ pub(crate) fn handle(shared: &Shared, from: &Arc<str>, dialect: Dialect, args: V
                     "remote code execution is not allowed on this node\n".into(),
                 )],
             )
+        }
+        peer::SPAWN => peer::spawn_request(shared, from, rest),
+        other if global::request(shared, from, other, rest) => {}
+        // Perl would call the function of that name: remote code execution, which we refuse.
+        // Only registered init functions run, and only through `_spawn`.
+        other if other.contains("::") => {
+            tracing::warn!(node = %shared.id, peer = %from, function = other, "refused remote function call");
         }
         other => {
             tracing::warn!(node = %shared.id, peer = %from, request = other, "unsupported node-port request ignored");

@@ -6,8 +6,10 @@
 //! decides which transport carries which node.
 
 pub mod config;
+mod global;
 mod kernel;
 pub mod message;
+mod peer;
 mod ports;
 pub mod rcv;
 pub mod registry;
@@ -26,6 +28,7 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use config::{DialectMode, NodeConfig};
 pub use message::{Message, split_port_id};
+pub use peer::{ConnectionStats, InitFn};
 pub use rcv::{PortContext, Rcv};
 
 use crate::proto::dialect::Dialect;
@@ -57,6 +60,9 @@ pub enum NodeError {
     /// The port id is not one of ours / not a port id.
     #[error("{0} is not a local port")]
     NotLocal(String),
+    /// A port name that cannot be created: empty, not ours, or taken.
+    #[error("cannot create port {0}: the name is empty, not on this node, or taken")]
+    PortName(String),
     /// The link to a node failed while an awaitable send was waiting.
     #[error("link to node {node} is gone: {reason}")]
     LinkGone {
@@ -143,6 +149,8 @@ pub(crate) struct Shared {
     link_changed: tokio::sync::Notify,
     /// Set by [`Node::shutdown`]; listeners stop accepting.
     stopped: tokio::sync::watch::Sender<bool>,
+    /// Spawn, init functions, the global services, dialect memory, connection counts.
+    pub(crate) peer: peer::PeerState,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -275,6 +283,11 @@ impl Shared {
             Some(LinkSlot::Up(l)) => l.dialect,
             _ => return,
         };
+        // A spawned port that died before this mon1 arrived reports its own reason.
+        if let Some(reason) = self.peer.tombstone(port) {
+            self.fire(Watcher::Remote(node), port, reason);
+            return;
+        }
         let mut reason = vec![
             Value::Str("no_such_port".into()),
             Value::Str("cannot monitor nonexistent port".into()),
@@ -568,7 +581,12 @@ fn encode_outgoing(link: &LinkTx, out: &Outgoing, buf: &mut BytesMut) -> Result<
 }
 
 /// Hands a node-port request from `from` to the kernel.
-pub(crate) fn kernel_deliver(shared: &Shared, from: &Arc<str>, dialect: Dialect, args: Vec<Value>) {
+pub(crate) fn kernel_deliver(
+    shared: &Arc<Shared>,
+    from: &Arc<str>,
+    dialect: Dialect,
+    args: Vec<Value>,
+) {
     kernel::handle(shared, from, dialect, args);
 }
 
@@ -758,6 +776,7 @@ impl Node {
             link_changed: tokio::sync::Notify::new(),
             link_errors: broadcast::channel(64).0,
             stopped: tokio::sync::watch::channel(false).0,
+            peer: peer::PeerState::new(),
         });
         let registry = NodeRegistry::new(shared.clone()).start();
         let _ = shared.registry.set(registry.clone());
@@ -765,6 +784,7 @@ impl Node {
             let bound = crate::net::listener::listen(shared.clone(), addr).await?;
             write(&shared.listeners).push(bound);
         }
+        peer::started(&shared);
         for seed in &config.seeds {
             registry.do_send(registry::Dial { addr: seed.clone() });
         }
@@ -829,20 +849,62 @@ impl Node {
 
     /// Creates a port whose messages go to an actix recipient.
     pub fn port(&self, recipient: Recipient<Message>) -> Port {
-        let name = self.shared.new_port_name();
-        write(&self.shared.ports).ports.insert(
+        let mut ports = write(&self.shared.ports);
+        // A spawning peer chooses names on this node: skip any it took.
+        let name = loop {
+            let name = self.shared.new_port_name();
+            if !ports.ports.contains_key(&name) {
+                break name;
+            }
+        };
+        ports.ports.insert(
             name.clone(),
             PortEntry {
                 recipient,
                 monitors: Vec::new(),
             },
         );
+        drop(ports);
         Port {
             id: format!("{}#{name}", self.shared.id),
             name,
             shared: self.shared.clone(),
             detached: false,
         }
+    }
+
+    /// Creates a port with a given name (the part after `#`, or a full id on this node), as a
+    /// spawn init function must: its port id was chosen by the spawning node. Fails if the name
+    /// is empty, contains `#` after the node part, names another node, or is taken.
+    pub fn port_named(&self, name: &str, recipient: Recipient<Message>) -> Result<Port, NodeError> {
+        let bad = || NodeError::PortName(name.to_owned());
+        let local = match name.split_once('#') {
+            Some((node, local)) if node == &*self.shared.id => local,
+            Some(_) => return Err(bad()),
+            None => name,
+        };
+        if local.is_empty() || local.contains('#') {
+            return Err(bad());
+        }
+        {
+            let mut ports = write(&self.shared.ports);
+            if ports.ports.contains_key(local) {
+                return Err(bad());
+            }
+            ports.ports.insert(
+                local.to_owned(),
+                PortEntry {
+                    recipient,
+                    monitors: Vec::new(),
+                },
+            );
+        }
+        Ok(Port {
+            id: format!("{}#{local}", self.shared.id),
+            name: local.to_owned(),
+            shared: self.shared.clone(),
+            detached: false,
+        })
     }
 
     /// Builds a port that dispatches on each message's first element, like Perl's `rcv`:
@@ -938,11 +1000,13 @@ impl Node {
                 Some(e) => e.monitors.push((id, watcher)),
                 None => {
                     drop(ports);
-                    let reason = vec![
-                        Value::Str("no_such_port".into()),
-                        Value::Str("cannot monitor nonexistent port".into()),
-                        Value::Str(port.into()),
-                    ];
+                    let reason = s.peer.tombstone(name).unwrap_or_else(|| {
+                        vec![
+                            Value::Str("no_such_port".into()),
+                            Value::Str("cannot monitor nonexistent port".into()),
+                            Value::Str(port.into()),
+                        ]
+                    });
                     s.fire(watcher, name, reason);
                 }
             }

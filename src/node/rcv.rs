@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 
-use super::{Message, Node, Port};
+use super::{Message, Node, NodeError, Port};
 
 /// What a handler sees besides the message: the node and its own port id (Perl's `$SELF`).
 pub struct PortContext {
@@ -58,26 +58,41 @@ impl Rcv {
     /// Starts the port's actor on the current arbiter and returns the port id. The port lives
     /// until a handler fails or panics (`("die", message)`), or until it is killed.
     pub fn start(self) -> String {
+        let node = self.node.clone();
+        self.launch(|recipient| Ok(node.port(recipient)))
+            .unwrap_or_default()
+    }
+
+    /// Like [`Rcv::start`], but the port gets the given name (or full id on this node), as a
+    /// spawn init function needs: `node.rcv().on(…).start_named(&port_id)`.
+    pub fn start_named(self, name: &str) -> Result<String, NodeError> {
+        let node = self.node.clone();
+        self.launch(|recipient| node.port_named(name, recipient))
+    }
+
+    fn launch(
+        self,
+        make: impl FnOnce(actix::Recipient<Message>) -> Result<Port, NodeError>,
+    ) -> Result<String, NodeError> {
         let Rcv {
             node,
             tags,
             default,
         } = self;
-        let mut id = String::new();
-        TagPort::create(|ctx| {
-            let port = node.port(ctx.address().recipient());
-            id = port.id().to_owned();
-            TagPort {
-                cx: PortContext {
-                    node: node.clone(),
-                    port: id.clone(),
-                },
-                port: Some(port),
-                tags,
-                default,
-            }
+        // The port must exist before the actor runs, and no actor may run without its port.
+        let ctx = Context::new();
+        let port = make(ctx.address().recipient())?;
+        let id = port.id().to_owned();
+        ctx.run(TagPort {
+            cx: PortContext {
+                node,
+                port: id.clone(),
+            },
+            port: Some(port),
+            tags,
+            default,
         });
-        id
+        Ok(id)
     }
 }
 

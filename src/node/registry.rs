@@ -3,14 +3,20 @@
 //! It enforces one transport per node (refusing a second one at greeting line 1, as Perl
 //! peers expect), refuses self-connects, breaks ties between simultaneous dials, dials nodes
 //! that have messages waiting, and times out those that cannot be reached.
+//!
+//! In [`DialectMode::Auto`] it remembers which dialect the listener at
+//! each address showed and dials again at once in that dialect when a handshake failed because
+//! the listener speaks another one. It also runs the global services' node-up and node-down
+//! hooks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 
-use super::{LinkTx, Shared};
+use super::{DialectMode, LinkTx, Shared, global};
 use crate::net::transport;
+use crate::proto::dialect::Dialect;
 
 /// Dial an address.
 #[derive(actix::Message)]
@@ -66,6 +72,8 @@ pub(crate) struct Down {
     pub conn: u64,
     pub node: Option<String>,
     pub reason: String,
+    /// The handshake failed because the peer's line 1 shows this other dialect.
+    pub mismatch: Option<Dialect>,
 }
 
 /// Stop every link.
@@ -83,6 +91,10 @@ pub struct NodeRegistry {
     up: HashMap<String, u64>,
     addresses: HashMap<String, Vec<String>>,
     connecting: HashSet<String>,
+    /// Our dials until they come up or end: connection → (address, node, is a redial).
+    outgoing: HashMap<u64, (String, Option<String>, bool)>,
+    /// Connections whose peer's line 1 says it is a Rust node.
+    rust: HashSet<u64>,
 }
 
 impl NodeRegistry {
@@ -94,14 +106,18 @@ impl NodeRegistry {
             up: HashMap::new(),
             addresses: HashMap::new(),
             connecting: HashSet::new(),
+            outgoing: HashMap::new(),
+            rust: HashSet::new(),
         }
     }
 
-    fn dial(&mut self, addr: String, node: Option<String>) {
+    fn dial(&mut self, addr: String, node: Option<String>, redial: bool) {
         let conn = self.shared.next_conn();
-        if let Some(node) = node {
-            self.dials.insert(conn, node);
+        self.shared.peer.count_connection(true);
+        if let Some(node) = &node {
+            self.dials.insert(conn, node.clone());
         }
+        self.outgoing.insert(conn, (addr.clone(), node, redial));
         transport::dial(self.shared.clone(), addr, conn);
     }
 
@@ -132,7 +148,7 @@ impl Actor for NodeRegistry {
 impl Handler<Dial> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Dial, _: &mut Context<Self>) {
-        self.dial(msg.addr, None);
+        self.dial(msg.addr, None, false);
     }
 }
 
@@ -153,7 +169,7 @@ impl Handler<Connect> for NodeRegistry {
         let addrs = self.addresses.get(&node).cloned().unwrap_or_default();
         if !self.handshakes.contains_key(&node) && !self.dialling(&node, u64::MAX) {
             for addr in &addrs {
-                self.dial(addr.clone(), Some(node.clone()));
+                self.dial(addr.clone(), Some(node.clone()), false);
             }
         }
         let message = if addrs.is_empty() {
@@ -200,6 +216,9 @@ impl Handler<Line1> for NodeRegistry {
             }
         }
         self.dials.remove(&conn);
+        if rust {
+            self.rust.insert(conn);
+        }
         self.handshakes
             .entry(node)
             .or_default()
@@ -212,19 +231,30 @@ impl Handler<Up> for NodeRegistry {
     type Result = bool;
     fn handle(&mut self, msg: Up, _: &mut Context<Self>) -> bool {
         self.forget(msg.conn, &msg.node);
+        self.outgoing.remove(&msg.conn);
+        let rust = self.rust.remove(&msg.conn);
         if self.up.contains_key(&msg.node) {
             return false;
         }
-        if let Some(addr) = msg.dialled {
+        let dialect = msg.link.dialect;
+        if let Some(addr) = &msg.dialled {
+            self.shared.peer.saw_dialect(addr, dialect);
             let addrs = self.addresses.entry(msg.node.clone()).or_default();
-            if !addrs.contains(&addr) {
-                addrs.push(addr);
+            if !addrs.contains(addr) {
+                addrs.push(addr.clone());
             }
         }
         self.up.insert(msg.node.clone(), msg.conn);
         self.connecting.remove(&msg.node);
-        tracing::info!(node = %self.shared.id, peer = %msg.node, dialect = %msg.link.dialect, "node up");
+        tracing::info!(node = %self.shared.id, peer = %msg.node, %dialect, rust, "node up");
         self.shared.link_up(&msg.node, msg.link);
+        global::node_up(
+            &self.shared,
+            &msg.node,
+            dialect,
+            rust,
+            msg.dialled.as_deref(),
+        );
         true
     }
 }
@@ -232,13 +262,26 @@ impl Handler<Up> for NodeRegistry {
 impl Handler<Down> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Down, _: &mut Context<Self>) {
-        self.dials.remove(&msg.conn);
+        let target = self.dials.remove(&msg.conn);
+        self.rust.remove(&msg.conn);
+        if let (Some(theirs), Some((addr, _, redial))) =
+            (msg.mismatch, self.outgoing.remove(&msg.conn))
+        {
+            // The listener speaks another dialect: in auto mode, speak it (once per dial).
+            if matches!(self.shared.config.dialect, DialectMode::Auto { .. }) && !redial {
+                tracing::info!(node = %self.shared.id, %addr, dialect = %theirs, "dialling again in the listener's dialect");
+                self.shared.peer.saw_dialect(&addr, theirs);
+                self.dial(addr, target.or_else(|| msg.node.clone()), true);
+            }
+        }
+        self.outgoing.remove(&msg.conn);
         let Some(node) = msg.node else { return };
         self.forget(msg.conn, &node);
         if self.up.get(&node) == Some(&msg.conn) {
             self.up.remove(&node);
             tracing::info!(node = %self.shared.id, peer = %node, reason = %msg.reason, "node down");
             self.shared.link_failed(&node, msg.conn, &msg.reason);
+            global::node_down(&self.shared, &node);
         }
     }
 }

@@ -1,0 +1,297 @@
+//! Being a full peer: spawning ports on other nodes and letting them spawn here (AEMP-NOTES
+//! §3.5), requests with a reply (`cal`), and the per-node state that goes with it (init
+//! functions, recently failed spawns, the global services, dialects seen per address,
+//! connection counts).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use tokio::sync::oneshot;
+
+use super::global::{self, Global};
+use super::{Message, Node, Shared, lock, read, write};
+use crate::proto::dialect::Dialect;
+use crate::proto::value::Value;
+
+/// An init function other nodes may spawn by name (Perl's `spawn $node, "Pkg::init", @args`).
+///
+/// It gets the node, the id the spawning node chose for the new port (`<our id>#<name>`) and the
+/// init arguments, and should create that port, typically with
+/// `node.rcv().on(…).start_named(&port_id)`. An `Err` (or a panic) kills the port id with
+/// `("die", message)`, which monitors of it see, as in Perl.
+pub type InitFn = Arc<dyn Fn(&Node, String, Vec<Value>) -> Result<(), String> + Send + Sync>;
+
+/// The request tag of a spawn.
+pub(crate) const SPAWN: &str = "AnyEvent::MP::_spawn";
+
+/// How long the death of a spawned port that never came to life is remembered: the spawning
+/// node's `mon1` follows its `_spawn` on the same link, so it arrives within moments.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+/// At most this many such deaths are remembered (oldest forgotten first).
+const TOMBSTONES: usize = 1024;
+
+/// How many transports a node has dialled and accepted since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// TCP connections this node opened.
+    pub dialled: u64,
+    /// TCP connections this node accepted.
+    pub accepted: u64,
+}
+
+/// See the module docs.
+pub(crate) struct PeerState {
+    inits: RwLock<HashMap<String, InitFn>>,
+    /// Spawned port names whose spawn failed: (name, reason, when).
+    tombstones: Mutex<VecDeque<(String, Vec<Value>, Instant)>>,
+    /// Prefix of the port names we choose on other nodes (Perl's RUNIQ).
+    spawn_uniq: String,
+    next_spawn: AtomicU64,
+    global: Mutex<Global>,
+    /// Address → the dialect its listener last showed (for dialling in `DialectMode::Auto`).
+    dialects: Mutex<HashMap<String, Dialect>>,
+    dialled: AtomicU64,
+    accepted: AtomicU64,
+}
+
+impl PeerState {
+    pub fn new() -> PeerState {
+        let mut inits: HashMap<String, InitFn> = HashMap::new();
+        inits.insert(global::CONNECT_INIT.into(), Arc::new(global::connect_init));
+        PeerState {
+            inits: RwLock::new(inits),
+            tombstones: Mutex::default(),
+            // Longer than local port prefixes, so that the two never coincide.
+            spawn_uniq: super::config::random_name(12),
+            next_spawn: AtomicU64::new(0),
+            global: Mutex::default(),
+            dialects: Mutex::default(),
+            dialled: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+        }
+    }
+
+    pub fn global(&self) -> std::sync::MutexGuard<'_, Global> {
+        lock(&self.global)
+    }
+
+    /// The reason a spawned port died before it could be monitored, if that happened lately.
+    pub fn tombstone(&self, name: &str) -> Option<Vec<Value>> {
+        let mut t = lock(&self.tombstones);
+        while t
+            .front()
+            .is_some_and(|(_, _, at)| at.elapsed() > TOMBSTONE_TTL)
+        {
+            t.pop_front();
+        }
+        t.iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, r, _)| r.clone())
+    }
+
+    fn bury(&self, name: &str, reason: Vec<Value>) {
+        let mut t = lock(&self.tombstones);
+        if t.len() >= TOMBSTONES {
+            t.pop_front();
+        }
+        t.push_back((name.to_owned(), reason, Instant::now()));
+    }
+
+    /// The dialect to greet `addr` with when dialling in auto mode.
+    pub fn dial_dialect(&self, addr: &str) -> Option<Dialect> {
+        lock(&self.dialects).get(addr).copied()
+    }
+
+    /// Remembers the dialect the listener at `addr` showed.
+    pub fn saw_dialect(&self, addr: &str, dialect: Dialect) {
+        lock(&self.dialects).insert(addr.to_owned(), dialect);
+    }
+
+    /// Counts a dialled (`true`) or accepted transport.
+    pub fn count_connection(&self, dialled: bool) {
+        let c = if dialled {
+            &self.dialled
+        } else {
+            &self.accepted
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs once the node's listeners are bound.
+pub(crate) fn started(shared: &Arc<Shared>) {
+    let listeners = read(&shared.listeners)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    shared.peer.global().start(shared.id.to_string(), listeners);
+}
+
+/// A `_spawn` request from `from` (or from ourselves): `[name, init, args…]`.
+pub(crate) fn spawn_request(shared: &Arc<Shared>, from: &str, rest: &[Value]) {
+    let text = |i: usize| rest.get(i).and_then(Value::as_str).map(|s| s.into_owned());
+    let (Some(name), Some(init)) = (text(0), text(1)) else {
+        tracing::warn!(node = %shared.id, peer = from, "malformed spawn request ignored");
+        return;
+    };
+    if name.is_empty() || name.contains('#') {
+        tracing::warn!(node = %shared.id, peer = from, name, "spawn with an impossible port name ignored");
+        return;
+    }
+    let args = rest.get(2..).unwrap_or_default().to_vec();
+    let port_id = format!("{}#{name}", shared.id);
+    let f = read(&shared.peer.inits).get(&init).cloned();
+    let outcome = match f {
+        None => {
+            tracing::warn!(node = %shared.id, peer = from, init, "refused spawn: not a registered init function");
+            Err(format!(
+                "{init}: init function not found or not allowed on this node"
+            ))
+        }
+        Some(f) => {
+            let node = Node {
+                shared: shared.clone(),
+            };
+            catch_unwind(AssertUnwindSafe(|| f(&node, port_id, args))).unwrap_or_else(|panic| {
+                Err(panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| format!("{init} panicked")))
+            })
+        }
+    };
+    if let Err(message) = outcome {
+        // Remembered first: the spawner's mon1 may be in flight and must see this reason.
+        let reason = vec![
+            Value::Str("die".into()),
+            Value::Str(message.trim_end_matches('\n').into()),
+        ];
+        shared.peer.bury(&name, reason.clone());
+        shared.kill_local(&name, reason);
+    }
+}
+
+/// Where a [`Node::cal`]'s answer goes: taken by the first reply or by the target's death.
+type AnswerSlot = Arc<Mutex<Option<oneshot::Sender<Option<Vec<Value>>>>>>;
+
+/// The reply port of a [`Node::cal`]: hands the first message on, then nothing.
+struct ReplyPort(AnswerSlot);
+
+impl Actor for ReplyPort {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Message> for ReplyPort {
+    type Result = ();
+    fn handle(&mut self, msg: Message, _: &mut actix::Context<Self>) {
+        if let Some(tx) = lock(&self.0).take() {
+            let _ = tx.send(msg.args().ok());
+        }
+    }
+}
+
+impl Node {
+    /// Registers an init function that other nodes (and [`Node::spawn`]) may spawn by name.
+    /// `AnyEvent::MP::Global::connect`, which 1.x Perl peers spawn on every node, is registered
+    /// from the start.
+    pub fn register_init(
+        &self,
+        name: impl Into<String>,
+        f: impl Fn(&Node, String, Vec<Value>) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        write(&self.shared.peer.inits).insert(name.into(), Arc::new(f));
+    }
+
+    /// Spawns a port on `node` (Perl's `spawn`): sends
+    /// `["", "AnyEvent::MP::_spawn", name, init, args…]` there and returns the new port's id,
+    /// `<node>#<name>`, at once. The name is chosen here and is unique. The port exists once the
+    /// target ran its init function `init`; if that fails or is not registered there, the port
+    /// dies with `("die", …)`, which a monitor of the returned id sees. A spawn on this node
+    /// runs the init function before returning.
+    pub fn spawn(&self, node: &str, init: &str, args: Vec<Value>) -> String {
+        let p = &self.shared.peer;
+        let name = format!(
+            "{}.{}",
+            p.spawn_uniq,
+            p.next_spawn.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut msg = vec![Value::Str(name.clone()), Value::Str(init.into())];
+        msg.extend(args);
+        if node == &*self.shared.id {
+            spawn_request(&self.shared, node, &msg);
+        } else {
+            msg.insert(0, Value::Str(SPAWN.into()));
+            if let Err(e) = self.shared.send_remote(node, "", &Value::Array(msg)) {
+                tracing::warn!(node = %self.shared.id, peer = node, "spawn not sent: {e}");
+            }
+        }
+        format!("{node}#{name}")
+    }
+
+    /// Sends a request and waits for its reply (Perl's `cal`): a fresh reply port's id is
+    /// appended to `args` as the last element, and the first message that port receives is the
+    /// answer. `None` when `timeout` passes first or when the target port dies (it is monitored
+    /// for the duration). The request is sent at once; the reply port lives until the future
+    /// completes or is dropped.
+    ///
+    /// Call it inside the actix system. From an actor, run it with
+    /// `ctx.spawn(node.cal(…).into_actor(self).map(|reply, act, ctx| …))`.
+    pub fn cal(
+        &self,
+        port: &str,
+        mut args: Vec<Value>,
+        timeout: Duration,
+    ) -> impl Future<Output = Option<Vec<Value>>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let slot: AnswerSlot = Arc::new(Mutex::new(Some(tx)));
+        let reply = self.port(ReplyPort(slot.clone()).start().recipient());
+        // Monitor first: the mon1 then reaches the target's node before the request.
+        let guard = self.mon(port, move |_reason| {
+            if let Some(tx) = lock(&slot).take() {
+                let _ = tx.send(None);
+            }
+        });
+        args.push(Value::Str(reply.id().to_owned()));
+        let sent = self.snd(port, &args);
+        async move {
+            let answer = match sent {
+                Ok(()) => tokio::time::timeout(timeout, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten(),
+                Err(_) => None,
+            };
+            drop(guard);
+            drop(reply);
+            answer
+        }
+    }
+
+    /// How many transports this node has dialled and accepted.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        let p = &self.shared.peer;
+        ConnectionStats {
+            dialled: p.dialled.load(Ordering::Relaxed),
+            accepted: p.accepted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The members of a port group as this node knows them (1.x Perl's `grp_get`): ports other
+    /// nodes registered, told through the global services.
+    pub fn group_members(&self, group: &str) -> Vec<String> {
+        self.shared.peer.global().group(group)
+    }
+
+    /// The listener addresses this node knows for `node` (its own announcement, or what the
+    /// global services told).
+    pub fn known_listeners(&self, node: &str) -> Option<Vec<String>> {
+        self.shared.peer.global().listeners_of(node)
+    }
+}

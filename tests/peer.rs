@@ -1,0 +1,364 @@
+//! Being a full peer: requests with a reply (`cal`), spawning both ways, and dialect matching
+//! between Rust nodes, over real loopback sockets.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use aemp::node::{DialectMode, Node, NodeConfig};
+use aemp::proto::dialect::Dialect;
+use aemp::proto::value::Value;
+use tokio::sync::mpsc;
+
+async fn node_with(dialect: DialectMode, connect_timeout: Duration) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("aemp=debug")
+        .try_init();
+    Node::start(NodeConfig {
+        secret: b"peer-secret".to_vec(),
+        dialect,
+        workers: 1,
+        connect_timeout,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn node() -> Node {
+    node_with(
+        DialectMode::Auto {
+            default: Dialect::P0,
+        },
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+fn introduce(a: &Node, b: &Node) {
+    a.add_node_addresses(
+        b.id(),
+        b.listeners().iter().map(|l| l.to_string()).collect(),
+    );
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("timed out")
+        .expect("channel closed")
+}
+
+/// A port answering `[x…, reply]` with `["got", x…]`; `["die"]` kills it, `["mute", reply]`
+/// is never answered.
+fn server(node: &Node) -> String {
+    node.rcv()
+        .on("die", |_, _| Err("asked to die".into()))
+        .on("mute", |_, _| Ok(()))
+        .default(|cx, msg| {
+            let mut args = msg.args().map_err(|e| e.to_string())?;
+            let reply = args.pop().and_then(|r| r.as_str().map(|r| r.into_owned()));
+            let reply = reply.ok_or("no reply port")?;
+            let mut answer = vec![Value::from("got")];
+            answer.extend(args);
+            cx.node.snd(&reply, &answer).map_err(|e| e.to_string())
+        })
+        .start()
+}
+
+#[actix_rt::test]
+async fn cal_round_trips_to_a_remote_and_a_local_port() {
+    let (a, b) = (node().await, node().await);
+    introduce(&a, &b);
+    let remote = server(&b);
+    let answer = a
+        .cal(
+            &remote,
+            vec![Value::from("x"), Value::Int(7)],
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        answer,
+        Some(vec![Value::from("got"), Value::from("x"), Value::Int(7)])
+    );
+    let local = server(&a);
+    let answer = a
+        .cal(&local, vec![Value::Int(1)], Duration::from_secs(10))
+        .await;
+    assert_eq!(answer, Some(vec![Value::from("got"), Value::Int(1)]));
+}
+
+#[actix_rt::test]
+async fn cal_times_out_with_none() {
+    let (a, b) = (node().await, node().await);
+    introduce(&a, &b);
+    let port = server(&b);
+    let limit = Duration::from_millis(300);
+    let started = Instant::now();
+    let answer = a.cal(&port, vec![Value::from("mute")], limit).await;
+    assert_eq!(answer, None);
+    assert!(started.elapsed() >= limit);
+    // The link is fine: the next request is answered.
+    let answer = a
+        .cal(&port, vec![Value::Int(2)], Duration::from_secs(10))
+        .await;
+    assert_eq!(answer, Some(vec![Value::from("got"), Value::Int(2)]));
+}
+
+#[actix_rt::test]
+async fn cal_answers_none_when_the_target_dies() {
+    let (a, b) = (node().await, node().await);
+    introduce(&a, &b);
+    let port = server(&b);
+    let started = Instant::now();
+    let answer = a
+        .cal(&port, vec![Value::from("die")], Duration::from_secs(60))
+        .await;
+    assert_eq!(answer, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not by timeout"
+    );
+    // A port that does not exist at all: None at once, too.
+    let answer = a
+        .cal(&format!("{}#nope", b.id()), vec![], Duration::from_secs(60))
+        .await;
+    assert_eq!(answer, None);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// An actor that asks through `cal` from inside its context.
+struct Asker {
+    node: Node,
+    port: String,
+    out: mpsc::UnboundedSender<Option<Vec<Value>>>,
+}
+
+impl Actor for Asker {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let fut = self
+            .node
+            .cal(&self.port, vec![Value::from("hi")], Duration::from_secs(10));
+        ctx.spawn(fut.into_actor(self).map(|reply, act, _| {
+            let _ = act.out.send(reply);
+        }));
+    }
+}
+
+#[actix_rt::test]
+async fn cal_runs_inside_an_actor() {
+    let (a, b) = (node().await, node().await);
+    introduce(&a, &b);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    Asker {
+        node: a.clone(),
+        port: server(&b),
+        out: tx,
+    }
+    .start();
+    assert_eq!(
+        recv(&mut rx).await,
+        Some(vec![Value::from("got"), Value::from("hi")])
+    );
+}
+
+/// `My::init(greeting)`: a port that answers `["hello", reply]` with `[greeting, its own id]`.
+fn register_my_init(node: &Node) {
+    node.register_init("My::init", |node, port_id, args| {
+        let greeting = args.first().cloned().unwrap_or(Value::Null);
+        node.rcv()
+            .on("hello", move |cx, msg| {
+                let (_, reply): (String, String) = msg.decode().map_err(|e| e.to_string())?;
+                cx.node
+                    .snd(&reply, &(greeting.clone(), cx.port.as_str()))
+                    .map_err(|e| e.to_string())
+            })
+            .start_named(&port_id)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+}
+
+#[actix_rt::test]
+async fn spawn_creates_the_port_with_the_chosen_id_remotely_and_locally() {
+    let (a, b) = (node().await, node().await);
+    introduce(&a, &b);
+    register_my_init(&b);
+    register_my_init(&a);
+    let id = a.spawn(b.id(), "My::init", vec![Value::from("howdy")]);
+    assert!(id.starts_with(&format!("{}#", b.id())), "{id}");
+    let answer = a
+        .cal(&id, vec![Value::from("hello")], Duration::from_secs(10))
+        .await;
+    assert_eq!(answer, Some(vec![Value::from("howdy"), Value::from(&*id)]));
+    // Names never repeat, and a local spawn runs at once.
+    let local = a.spawn(a.id(), "My::init", vec![Value::Int(5)]);
+    assert_ne!(local, id);
+    let answer = a
+        .cal(&local, vec![Value::from("hello")], Duration::from_secs(10))
+        .await;
+    assert_eq!(answer, Some(vec![Value::Int(5), Value::from(&*local)]));
+}
+
+#[actix_rt::test]
+async fn spawning_an_unregistered_init_function_kills_the_port_for_its_monitors() {
+    let (a, b) = (node().await, node().await);
+    introduce(&a, &b);
+    // Perl's order: the _spawn request goes first, the mon1 follows on the same link.
+    let id = a.spawn(b.id(), "Evil::system", vec![Value::from("rm -rf /")]);
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon(&id, move |reason| {
+        let _ = tx.send(reason);
+    })
+    .detach();
+    let reason = recv(&mut fired).await;
+    assert_eq!(reason.len(), 2, "{reason:?}");
+    assert_eq!(reason[0], Value::from("die"));
+    let text = reason[1].as_str().unwrap().into_owned();
+    assert!(
+        text.contains("Evil::system") && text.contains("not found"),
+        "{text}"
+    );
+    // The same locally; a failing init function dies with its own message.
+    b.register_init("Bad::init", |_, _, _| Err("init refused\n".into()));
+    let id = b.spawn(b.id(), "Bad::init", vec![]);
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    b.mon(&id, move |reason| {
+        let _ = tx.send(reason);
+    })
+    .detach();
+    assert_eq!(
+        recv(&mut fired).await,
+        vec![Value::from("die"), Value::from("init refused")]
+    );
+    // A port that was never spawned still reports no_such_port.
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon(&format!("{}#never", b.id()), move |reason| {
+        let _ = tx.send(reason);
+    })
+    .detach();
+    assert_eq!(recv(&mut fired).await[0], Value::from("no_such_port"));
+}
+
+#[actix_rt::test]
+async fn a_named_port_cannot_take_a_name_twice_or_on_another_node() {
+    let a = node().await;
+    let id = a.rcv().default(|_, _| Ok(())).start_named("fixed").unwrap();
+    assert_eq!(id, format!("{}#fixed", a.id()));
+    assert!(a.rcv().start_named("fixed").is_err());
+    assert!(a.rcv().start_named(&id).is_err());
+    assert!(a.rcv().start_named("other#x").is_err());
+    assert!(a.rcv().start_named("").is_err());
+    let full = format!("{}#by-id", a.id());
+    assert_eq!(a.rcv().start_named(&full).unwrap(), full);
+}
+
+/// Every pairing of {P0, P1a, P1b, P2 fixed, Auto} dialling each other: what links, in which
+/// dialect, over how many connections.
+#[actix_rt::test]
+async fn rust_nodes_match_dialects_in_every_combination() {
+    let modes = [
+        DialectMode::Fixed(Dialect::P0),
+        DialectMode::Fixed(Dialect::P1a),
+        DialectMode::Fixed(Dialect::P1b),
+        DialectMode::Fixed(Dialect::P2),
+        DialectMode::Auto {
+            default: Dialect::P0,
+        },
+    ];
+    let mut cases = Vec::new();
+    for dialler in modes {
+        for listener in modes {
+            cases.push(async move {
+                let a = node_with(dialler, Duration::from_secs(10)).await;
+                let b = node_with(listener, Duration::from_secs(10)).await;
+                introduce(&a, &b);
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let port = b
+                    .rcv()
+                    .default(move |_, _| {
+                        let _ = tx.send(());
+                        Ok(())
+                    })
+                    .start();
+                // A fixed dialler does not retry: its first failed handshake is the outcome.
+                let mut errors = a.link_errors();
+                let fixed = matches!(dialler, DialectMode::Fixed(_));
+                a.snd(&port, &("hello",)).unwrap();
+                let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+                    tokio::select! {
+                        m = rx.recv() => m.map(|()| String::new()).ok_or(String::new()),
+                        e = errors.recv(), if fixed => Err(e.map(|e| e.error).unwrap_or_default()),
+                    }
+                })
+                .await
+                .expect("neither a link nor an error");
+                let result = (
+                    outcome.is_ok(),
+                    a.link_dialect(b.id()),
+                    b.link_dialect(a.id()),
+                    a.connection_stats().dialled,
+                    b.connection_stats().accepted,
+                );
+                a.shutdown();
+                b.shutdown();
+                (dialler, listener, result, outcome)
+            });
+        }
+    }
+    let results = futures_util::future::join_all(cases).await;
+    for (dialler, listener, (linked, da, db, dialled, accepted), outcome) in results {
+        let what = format!("{dialler:?} dialling {listener:?}: {outcome:?}");
+        let expected = match (dialler, listener) {
+            (DialectMode::Fixed(x), DialectMode::Fixed(y)) => (x == y).then_some(x),
+            (DialectMode::Fixed(x), DialectMode::Auto { .. }) => Some(x),
+            (DialectMode::Auto { .. }, DialectMode::Fixed(y)) => Some(y),
+            (DialectMode::Auto { default }, DialectMode::Auto { .. }) => Some(default),
+        };
+        assert_eq!(linked, expected.is_some(), "{what}");
+        assert_eq!(da, expected, "{what}");
+        assert_eq!(db, expected, "{what}");
+        if let Some(d) = expected {
+            // One connection, unless an auto dialler had to learn the listener's dialect.
+            let redial = matches!(dialler, DialectMode::Auto { default } if default != d);
+            let n = if redial { 2 } else { 1 };
+            assert_eq!((dialled, accepted), (n, n), "{what}");
+        } else {
+            // Version (P0 vs 1) or dialect (P1a/P1b/P2) mismatch, seen at greeting line 1.
+            assert!(
+                matches!(&outcome, Err(e) if e.contains("mismatch")),
+                "{what}"
+            );
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn an_auto_dialler_remembers_the_listeners_dialect() {
+    let a = node().await;
+    let b = node_with(DialectMode::Fixed(Dialect::P2), Duration::from_secs(10)).await;
+    introduce(&a, &b);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let port = b
+        .rcv()
+        .default(move |_, _| {
+            let _ = tx.send(());
+            Ok(())
+        })
+        .start();
+    a.snd(&port, &("one",)).unwrap();
+    recv(&mut rx).await;
+    assert_eq!(a.connection_stats().dialled, 2);
+    // Dial the same address again: the greeting is P2 at once, so the only complaint is the
+    // duplicate link, not the version.
+    let mut errors = a.link_errors();
+    a.connect(b.listeners()[0].to_string());
+    let err = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(err.error.contains("already connected"), "{err:?}");
+    assert_eq!(a.connection_stats().dialled, 3);
+}
