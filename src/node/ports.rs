@@ -1,4 +1,4 @@
-//! Local ports and the monitors watching them.
+//! Local ports, the monitors watching them, and the `Port` / `MonitorGuard` handles.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,5 +39,255 @@ impl PortTable {
     /// Removes a port and returns its watchers, to be fired outside the lock.
     pub fn remove(&mut self, name: &str) -> Option<Vec<(u64, Watcher)>> {
         self.ports.remove(name).map(|e| e.monitors)
+    }
+}
+
+// ---- ports and monitors as the node sees them ---------------------------------------------
+
+use super::{Dialect, LinkSlot, PoisonError, Shared, kernel, lock, mpsc, read, write};
+
+impl Shared {
+    // ---- local ports -------------------------------------------------------------------
+
+    pub(super) fn new_port_name(&self) -> String {
+        format!("{}.{}", self.uniq, self.next())
+    }
+
+    /// The recipient behind a local port.
+    pub fn port_recipient(&self, port: &str) -> Option<Recipient<Message>> {
+        read(&self.ports)
+            .ports
+            .get(port)
+            .map(|e| e.recipient.clone())
+    }
+
+    /// Delivers a message to a local port; unknown ports drop it with a debug log.
+    pub fn deliver_local(&self, port: &str, msg: Message) {
+        match self.port_recipient(port) {
+            // do_send: a port has no queue limit in AEMP, and try_send would drop silently
+            // whenever the actor's mailbox is momentarily full.
+            Some(r) if r.connected() => r.do_send(msg),
+            // The port's actor has stopped: the port dies with it, no reason.
+            Some(_) => self.kill_local(port, Vec::new()),
+            None => tracing::debug!(node = %self.id, port, "message to unknown port dropped"),
+        }
+    }
+
+    /// Kills a local port: removes it and fires its monitors with `reason`.
+    pub fn kill_local(&self, port: &str, reason: Vec<Value>) {
+        let Some(watchers) = write(&self.ports).remove(port) else {
+            return;
+        };
+        if watchers.is_empty() && !reason.is_empty() {
+            tracing::info!(node = %self.id, port, ?reason, "unmonitored local port died");
+        }
+        for (_, w) in watchers {
+            self.fire(w, port, reason.clone());
+        }
+    }
+
+    pub(super) fn fire(&self, watcher: Watcher, port: &str, reason: Vec<Value>) {
+        match watcher {
+            Watcher::Callback(cb) => {
+                if let Some(cb) = cb.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                    cb(reason);
+                }
+            }
+            Watcher::Remote(node) => {
+                // Only if the watcher's node is connected, as in Perl.
+                let dialect = match read(&self.links).get(&*node) {
+                    Some(LinkSlot::Up(l)) => l.dialect,
+                    _ => return,
+                };
+                let mut args = vec![
+                    Value::Str(kernel::notify_tag(dialect).into()),
+                    Value::Str(port.into()),
+                ];
+                args.extend(reason);
+                let _ = self.send_remote(&node, "", &Value::Array(args));
+            }
+        }
+    }
+
+    /// Registers a remote node's monitor on a local port; a missing port fires at once.
+    pub fn monitor_local_for(&self, port: &str, node: Arc<str>) {
+        {
+            let mut ports = write(&self.ports);
+            if let Some(e) = ports.ports.get_mut(port) {
+                // At most one registration per (node, port).
+                if !e
+                    .monitors
+                    .iter()
+                    .any(|(_, w)| matches!(w, Watcher::Remote(n) if *n == node))
+                {
+                    let id = self.next();
+                    e.monitors.push((id, Watcher::Remote(node)));
+                }
+                return;
+            }
+        }
+        let dialect = match read(&self.links).get(&*node) {
+            Some(LinkSlot::Up(l)) => l.dialect,
+            _ => return,
+        };
+        // A spawned port that died before this mon1 arrived reports its own reason.
+        if let Some(reason) = self.peer.tombstone(port) {
+            self.fire(Watcher::Remote(node), port, reason);
+            return;
+        }
+        let mut reason = vec![
+            Value::Str("no_such_port".into()),
+            Value::Str("cannot monitor nonexistent port".into()),
+        ];
+        if dialect != Dialect::P0 {
+            reason.push(Value::Str(format!("{}#{port}", self.id)));
+        }
+        self.fire(Watcher::Remote(node), port, reason);
+    }
+
+    pub fn unmonitor_local_for(&self, port: &str, node: &str) {
+        if let Some(e) = write(&self.ports).ports.get_mut(port) {
+            e.monitors
+                .retain(|(_, w)| !matches!(w, Watcher::Remote(n) if &**n == node));
+        }
+    }
+
+    // ---- remote monitors --------------------------------------------------------------
+
+    /// A node told us that a port of its own we watch died.
+    pub fn remote_port_died(&self, node: &str, port: &str, reason: Vec<Value>) {
+        let watchers = lock(&self.remote_monitors)
+            .get_mut(node)
+            .and_then(|m| m.remove(port))
+            .unwrap_or_default();
+        for (_, w) in watchers {
+            self.fire(w, port, reason.clone());
+        }
+    }
+
+    pub(super) fn fire_node_monitors(&self, node: &str, reason: &[Value]) {
+        let watchers = lock(&self.remote_monitors).remove(node).unwrap_or_default();
+        for (port, list) in watchers {
+            for (_, w) in list {
+                self.fire(w, &port, reason.to_vec());
+            }
+        }
+    }
+}
+
+/// A local port. Dropping it kills the port with no reason (a normal exit); keep it in the
+/// actor that receives its messages, so that the port lives as long as the actor.
+#[must_use = "dropping a Port kills it"]
+pub struct Port {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) shared: Arc<Shared>,
+    pub(super) detached: bool,
+}
+
+impl Port {
+    /// The full port id, `<node>#<name>`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Keeps the port alive without this guard; it dies by [`Node::kil`](super::Node::kil) only.
+    pub fn detach(mut self) -> String {
+        self.detached = true;
+        self.id.clone()
+    }
+
+    /// Kills the port with `("die", message)`: what a failing handler should do.
+    pub fn die(mut self, message: impl Into<String>) {
+        self.detached = true;
+        self.shared.kill_local(
+            &self.name,
+            vec![Value::Str("die".into()), Value::Str(message.into())],
+        );
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.shared.kill_local(&self.name, Vec::new());
+        }
+    }
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Port({})", self.id)
+    }
+}
+
+/// The actor behind [`Node::port_channel`](super::Node::port_channel).
+pub(crate) struct ChannelPort(pub mpsc::Sender<Message>);
+
+impl actix::Actor for ChannelPort {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<Message> for ChannelPort {
+    type Result = ();
+    fn handle(&mut self, msg: Message, ctx: &mut actix::Context<Self>) {
+        match self.0.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("port channel full: message dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => actix::ActorContext::stop(ctx),
+        }
+    }
+}
+
+/// A monitor; dropping it cancels the monitor (send `mon0` when it was the last one).
+#[must_use = "dropping a MonitorGuard cancels the monitor"]
+pub struct MonitorGuard {
+    pub(super) node: String,
+    pub(super) port: String,
+    pub(super) id: u64,
+    pub(super) shared: Arc<Shared>,
+    pub(super) detached: bool,
+}
+
+impl MonitorGuard {
+    /// Keeps the monitor until it fires.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
+impl Drop for MonitorGuard {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        let s = &self.shared;
+        if self.node == *s.id {
+            if let Some(e) = write(&s.ports).ports.get_mut(&self.port) {
+                e.monitors.retain(|(id, _)| *id != self.id);
+            }
+            return;
+        }
+        let last = {
+            let mut mons = lock(&s.remote_monitors);
+            let Some(ports) = mons.get_mut(&self.node) else {
+                return;
+            };
+            let Some(list) = ports.get_mut(&self.port) else {
+                return;
+            };
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                ports.remove(&self.port);
+                true
+            } else {
+                false
+            }
+        };
+        if last {
+            let _ = s.send_remote(&self.node, "", &("mon0", &self.port));
+        }
     }
 }

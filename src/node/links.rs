@@ -1,0 +1,329 @@
+//! Links to other nodes: the send path, queues for nodes that are not up yet, and what
+//! happens when a link comes up or fails.
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{
+    Dialect, Framing, FramingError, NodeError, NodeEvent, Shared, Value, framing, kernel, read,
+    registry, value, write,
+};
+
+/// A packet waiting for its node to come up.
+pub(crate) enum Outgoing {
+    /// `[dest, args…]`.
+    Packet { dest: String, args: Vec<Value> },
+    /// A remote kill, whose tag depends on the link's dialect.
+    Kill { port: String, reason: Vec<Value> },
+}
+
+/// What an awaitable send finds.
+enum Wait {
+    Up(LinkTx),
+    Full,
+    Queue,
+}
+
+/// The sending end of an up link.
+#[derive(Clone)]
+pub(crate) struct LinkTx {
+    pub conn: u64,
+    pub tx: mpsc::Sender<Bytes>,
+    pub framing: Framing,
+    pub dialect: Dialect,
+    /// Our TLS role when the link runs inside TLS.
+    pub tls: Option<crate::proto::handshake::TlsRole>,
+}
+
+pub(crate) enum LinkSlot {
+    Up(LinkTx),
+    Pending { queue: Vec<Outgoing> },
+}
+
+impl Shared {
+    // ---- links -------------------------------------------------------------------------
+
+    /// Sends `[port, msg…]` to a remote node: straight into the link's queue when it is up,
+    /// else into the node's pending queue (which makes the registry connect).
+    pub fn send_remote<T: Serialize + ?Sized>(
+        &self,
+        node: &str,
+        port: &str,
+        msg: &T,
+    ) -> Result<(), NodeError> {
+        let encode_err = |source| NodeError::Encode {
+            port: format!("{node}#{port}"),
+            source,
+        };
+        // Clone the sender out: a full queue fails the link, which takes the write lock.
+        let up = match read(&self.links).get(node) {
+            Some(LinkSlot::Up(link)) => Some(link.clone()),
+            _ => None,
+        };
+        if let Some(link) = up {
+            let bytes = encode_scratch(|buf| framing::encode_packet(link.framing, port, msg, buf))
+                .map_err(encode_err)?;
+            return self.push(node, &link, bytes);
+        }
+        let args = match value::to_value(msg) {
+            Ok(Value::Array(a)) => a,
+            _ => {
+                return Err(encode_err(FramingError::Encode {
+                    framing: Framing::Json,
+                    reason: "a message must serialise to a sequence".into(),
+                }));
+            }
+        };
+        self.queue(
+            node,
+            Outgoing::Packet {
+                dest: port.to_owned(),
+                args,
+            },
+        )
+    }
+
+    /// Waits for room in the link's queue instead of failing the link (backpressure). While
+    /// the node is not up yet, it waits for room in the pending queue instead.
+    pub async fn send_remote_wait<T: Serialize + ?Sized>(
+        &self,
+        node: &str,
+        port: &str,
+        msg: &T,
+    ) -> Result<(), NodeError> {
+        let link = loop {
+            let state = self.wait_state(node);
+            match state {
+                Wait::Up(link) => break link,
+                Wait::Queue => return self.send_remote(node, port, msg),
+                Wait::Full => {
+                    // Slow path only: register for the wake-up, then look again.
+                    let changed = self.link_changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if matches!(self.wait_state(node), Wait::Full) {
+                        changed.await;
+                    }
+                }
+            }
+        };
+        {
+            let bytes = encode_scratch(|buf| framing::encode_packet(link.framing, port, msg, buf))
+                .map_err(|source| NodeError::Encode {
+                    port: format!("{node}#{port}"),
+                    source,
+                })?;
+            return link.tx.send(bytes).await.map_err(|_| NodeError::LinkGone {
+                node: node.to_owned(),
+                reason: "link closed".into(),
+            });
+        }
+    }
+
+    fn wait_state(&self, node: &str) -> Wait {
+        match read(&self.links).get(node) {
+            Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
+            Some(LinkSlot::Pending { queue }) if queue.len() >= self.config.send_queue => {
+                Wait::Full
+            }
+            _ => Wait::Queue,
+        }
+    }
+
+    fn push(&self, node: &str, link: &LinkTx, bytes: Bytes) -> Result<(), NodeError> {
+        match link.tx.try_send(bytes) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(node = %self.id, peer = node, "send queue full: failing the link");
+                self.link_failed(node, link.conn, "send queue full");
+                Ok(())
+            }
+            // The transport is going down; its monitors fire from there.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    pub(super) fn queue(&self, node: &str, out: Outgoing) -> Result<(), NodeError> {
+        let mut links = write(&self.links);
+        match links.get_mut(node) {
+            Some(LinkSlot::Up(link)) => {
+                let link = link.clone();
+                drop(links);
+                let mut buf = BytesMut::new();
+                encode_outgoing(&link, &out, &mut buf).map_err(|source| NodeError::Encode {
+                    port: node.to_owned(),
+                    source,
+                })?;
+                self.push(node, &link, buf.freeze())
+            }
+            Some(LinkSlot::Pending { queue }) => {
+                if queue.len() >= self.config.send_queue {
+                    drop(links);
+                    self.pending_failed(node, "send queue full");
+                } else {
+                    queue.push(out);
+                }
+                Ok(())
+            }
+            None => {
+                links.insert(node.to_owned(), LinkSlot::Pending { queue: vec![out] });
+                drop(links);
+                if let Some(r) = self.registry() {
+                    r.do_send(registry::Connect {
+                        node: node.to_owned(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a remote kill to `node`, with the tag of the link's dialect.
+    pub fn kill_remote(&self, node: &str, port: &str, reason: Vec<Value>) -> Result<(), NodeError> {
+        self.queue(
+            node,
+            Outgoing::Kill {
+                port: port.to_owned(),
+                reason,
+            },
+        )
+    }
+
+    /// Makes a link the node's transport: flushes the pending queue into it, in order, before
+    /// any new message can take the direct path.
+    pub fn link_up(&self, node: &str, link: LinkTx) {
+        let mut links = write(&self.links);
+        if let Some(LinkSlot::Pending { queue }) = links.remove(node) {
+            let mut buf = BytesMut::new();
+            for out in &queue {
+                if let Err(e) = encode_outgoing(&link, out, &mut buf) {
+                    tracing::warn!(node = %self.id, peer = node, "dropping queued message: {e}");
+                }
+            }
+            if !buf.is_empty() && link.tx.try_send(buf.freeze()).is_err() {
+                tracing::warn!(node = %self.id, peer = node, "could not flush queued messages");
+            }
+        }
+        let dialect = link.dialect;
+        links.insert(node.to_owned(), LinkSlot::Up(link));
+        drop(links);
+        self.link_changed.notify_waiters();
+        let _ = self.events.send(NodeEvent {
+            node: node.to_owned(),
+            up: true,
+            reason: Vec::new(),
+            dialect: Some(dialect),
+        });
+    }
+
+    /// The link with connection id `conn` failed: drop it, fire every monitor on that node.
+    pub fn link_failed(&self, node: &str, conn: u64, message: &str) {
+        let was_up = {
+            let mut links = write(&self.links);
+            match links.get(node) {
+                Some(LinkSlot::Up(l)) if l.conn == conn => {
+                    links.remove(node);
+                    true
+                }
+                _ => false,
+            }
+        };
+        self.link_changed.notify_waiters();
+        if was_up {
+            let reason = transport_error(node, message);
+            self.fire_node_monitors(node, &reason);
+            let _ = self.events.send(NodeEvent {
+                node: node.to_owned(),
+                up: false,
+                reason,
+                dialect: None,
+            });
+        }
+    }
+
+    /// A node that never came up could not be reached: drop its queue, fire its monitors.
+    pub fn pending_failed(&self, node: &str, message: &str) {
+        let removed = {
+            let mut links = write(&self.links);
+            match links.get(node) {
+                Some(LinkSlot::Pending { .. }) => links.remove(node).is_some(),
+                _ => false,
+            }
+        };
+        self.link_changed.notify_waiters();
+        if removed {
+            tracing::info!(node = %self.id, peer = node, "dropping queued messages: {message}");
+            self.fire_node_monitors(node, &transport_error(node, message));
+        }
+    }
+
+    pub fn is_pending(&self, node: &str) -> bool {
+        matches!(read(&self.links).get(node), Some(LinkSlot::Pending { .. }))
+    }
+
+    pub fn up_nodes(&self) -> Vec<String> {
+        read(&self.links)
+            .iter()
+            .filter(|(_, s)| matches!(s, LinkSlot::Up(_)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    pub fn link_dialect(&self, node: &str) -> Option<Dialect> {
+        match read(&self.links).get(node) {
+            Some(LinkSlot::Up(l)) => Some(l.dialect),
+            _ => None,
+        }
+    }
+}
+
+fn encode_outgoing(link: &LinkTx, out: &Outgoing, buf: &mut BytesMut) -> Result<(), FramingError> {
+    match out {
+        Outgoing::Packet { dest, args } => framing::encode_packet(link.framing, dest, args, buf),
+        Outgoing::Kill { port, reason } => {
+            let Some(tag) = kernel::kill_tag(link.dialect) else {
+                tracing::warn!(dialect = %link.dialect, port, "remote kill is not supported by this peer's dialect; sent as it would send it");
+                let mut args = vec![Value::Str("kil".into()), Value::Str(port.clone())];
+                args.extend(reason.iter().cloned());
+                return framing::encode_packet(link.framing, "", &args, buf);
+            };
+            let mut args = vec![Value::Str(tag.into()), Value::Str(port.clone())];
+            args.extend(reason.iter().cloned());
+            framing::encode_packet(link.framing, "", &args, buf)
+        }
+    }
+}
+
+/// Encodes one packet into a per-thread scratch buffer and splits it off: one allocation per
+/// many packets instead of one (plus regrowth) per packet.
+fn encode_scratch(
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+) -> Result<Bytes, FramingError> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.capacity() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let result = encode(&mut buf);
+        match result {
+            Ok(()) => Ok(buf.split().freeze()),
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
+        }
+    })
+}
+
+/// `("transport_error", node, message)`.
+pub fn transport_error(node: &str, message: &str) -> Vec<Value> {
+    vec![
+        Value::Str("transport_error".into()),
+        Value::Str(node.into()),
+        Value::Str(message.into()),
+    ]
+}
