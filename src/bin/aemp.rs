@@ -266,13 +266,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Cal { port, args } => {
-            let (reply, mut rx) = node.port_channel(16);
-            let mut msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
-            msg.push(Value::Str(reply.id().to_owned()));
-            node.snd(&port, &msg).map_err(|e| e.to_string())?;
-            let m = wait(&mut rx, timeout).await.ok_or("no reply")?;
-            let args = m.args().map_err(|e| e.to_string())?;
-            println!("{}", Value::Array(args));
+            let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
+            let reply = node
+                .cal(&port, msg, timeout)
+                .await
+                .ok_or("no reply (timed out, or the port died)")?;
+            println!("{}", Value::Array(reply));
             Ok(())
         }
         Command::Mon { port } => {
