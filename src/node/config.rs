@@ -44,7 +44,8 @@ pub struct NodeConfig {
     pub send_queue: usize,
     /// Largest packet accepted from a peer.
     pub max_packet: usize,
-    /// Worker threads (actix arbiters) that run transports; 0 = one per core.
+    /// Worker threads (actix arbiters) that run transports; 0 = one per core. The arbiter the
+    /// node is started on counts as the first.
     pub workers: usize,
     /// Perl's `cert`: our certificate, key and trust anchors. With it we offer TLS
     /// (`tls=1.0`), and links to peers that offer it too run inside TLS.

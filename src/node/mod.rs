@@ -200,8 +200,11 @@ impl Node {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let workers = (0..workers)
-            .map(|_| actix::Arbiter::new().handle())
+        // The calling arbiter is the first worker: the first link shares a thread with the
+        // caller's actors (no cross-thread hop per message); further links spread over the
+        // other cores.
+        let workers = std::iter::once(actix::Arbiter::current())
+            .chain((1..workers).map(|_| actix::Arbiter::new().handle()))
             .collect();
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -487,7 +490,8 @@ impl Node {
         if let Some(r) = self.shared.registry() {
             r.do_send(registry::Shutdown);
         }
-        for w in &self.shared.workers {
+        // The first worker is the arbiter the node was started on: not ours to stop.
+        for w in self.shared.workers.iter().skip(1) {
             w.stop();
         }
     }
