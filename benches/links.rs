@@ -1,0 +1,1273 @@
+//! End-to-end benchmark: two aemp node processes over loopback, beside a minimal tokio program
+//! that moves the same bytes over one TCP socket (the ceiling).
+//!
+//! ```sh
+//! cargo bench --bench links              # full run: medians of 5 runs per cell, a few minutes
+//! cargo bench --bench links -- --quick   # 1 run per cell, smaller N
+//! cargo bench --bench links -- --runs 3  # another number of runs per cell
+//! ```
+//!
+//! The program re-executes itself for every measured process (`--role …`), so each end of
+//! each measurement is a separate process: an aemp server node (a counting sink port and an
+//! echo port) and an aemp client node, or a tokio server and a tokio client. Children exit when
+//! their standard input closes, so none outlives the benchmark.
+//!
+//! Workloads (payload: a string of `x`s):
+//! * **one-way**: the client sends N messages `["m", seq, payload]` with the awaitable
+//!   `Node::send`, then an end marker; the receiver counts, and answers the end marker with its
+//!   count (checked to be N). Rate = N / time from the first send to that answer.
+//! * **ping-pong**: N sequential round trips through an echo port (mean, median, p99 µs and
+//!   round trips per second).
+//! * **window**: N messages through the echo port with 100 in flight (messages per second).
+//!
+//! The server's sink and echo ports are plain actors (`Node::port`) that decode each message's
+//! tag into an enum (echo also its payload, which it sends back with `Node::snd`); the client
+//! receives on a `Node::port_channel`. Links are up (handshake done) before any clock starts.
+//!
+//! Columns of the table:
+//! * `aemp json`: two aemp nodes, dialect P1b (`DialectMode::Fixed`), json framing,
+//!   hmac_md6 auth. `aemp cbor`: the same with P2 (cbor framing); only one-way 16 B and window.
+//! * `tokio json`: the ceiling. A current-thread tokio program, no actix, no node: the sender
+//!   encodes the very packet bytes aemp sends (`["<port>","m",seq,"<payload>"]`, with
+//!   `aemp::proto::framing::encode_packet`) into a batch written when it passes 64 KiB (or
+//!   when nothing more is queued); the receiver cuts packets with a small bracket/string-aware
+//!   scanner of its own and counts them; the echo server writes every received packet back.
+//! * `tokio lp`: the same workloads with length-prefixed frames (u32 big-endian length + the
+//!   raw payload, no JSON): a lower bound on what the framing itself costs.
+//! * `json/tokio`: aemp json divided by tokio json (for rates below 1 means slower than the
+//!   ceiling; for latencies above 1 means slower).
+//! * `RSS MiB c/s`: peak resident set (VmHWM) of the aemp client and server process, the
+//!   largest over the runs of that workload, for json and cbor.
+//!
+//! MB/s counts payload bytes (1 MB = 10⁶ bytes).
+//!
+//! Link set-up: one client process starts L nodes (`binds: vec![]`, one worker thread each,
+//! distinct `anon/…` ids, P1b with a secret, so hmac_md6 without TLS); each sends one message
+//! to the server's sink and waits for its answer, which needs a new link. `links/s` = L / time
+//! from the first send to the last answer, with at most 64 set-ups in flight (below the
+//! listener's accept backlog), and again in a fresh process pair with all L at once (a burst:
+//! connections beyond the backlog wait for the kernel's SYN retry). Idle-link memory =
+//! (RSS after − RSS before) / L, from the paced run: on the server (it reports its VmRSS on
+//! request, through a probe node linked before and after), and on the client both per link
+//! (after the links − after starting the nodes) and per node (a worker thread, a registry).
+//!
+//! Nothing here asserts on timings; a cell that fails (timeout, lost messages) prints `err` and
+//! the program exits non-zero at the end.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::ops::Range;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, AsyncContext, Context, Handler};
+use aemp::node::{DialectMode, Message, Node, NodeConfig, Port, split_port_id};
+use aemp::proto::dialect::Dialect;
+use aemp::proto::framing::{Framing, encode_packet};
+use bytes::{Buf, BufMut, BytesMut};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const SECRET: &[u8] = b"links bench secret";
+/// The tokio ceiling's destination: as long as an aemp port name (`<8 chars>.<n>`).
+const TOKIO_DEST: &str = "benchsnk.1";
+/// The tokio sender writes its batch once it passes this.
+const BATCH: usize = 64 * 1024;
+/// Messages in flight in the window workload.
+const WINDOW: usize = 100;
+/// Length-prefix value that marks the end of a one-way run.
+const LP_END: u32 = u32::MAX;
+/// How long a child may take to start and announce itself.
+const STARTUP: Duration = Duration::from_secs(20);
+/// How long one reply may take in ping-pong and window.
+const REPLY: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    // cargo passes `--bench` (and maybe a filter) to harness = false benches: ignore them.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--role") {
+        return child_main(args.get(i + 1..).unwrap_or_default());
+    }
+    parent_main(&args)
+}
+
+// ------------------------------------------------------------------------------------------
+// Workloads and wire formats
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Load {
+    OneWay,
+    PingPong,
+    Window,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::OneWay => "oneway",
+            Load::PingPong => "pingpong",
+            Load::Window => "window",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Load, String> {
+        match s {
+            "oneway" => Ok(Load::OneWay),
+            "pingpong" => Ok(Load::PingPong),
+            "window" => Ok(Load::Window),
+            _ => Err(format!("unknown workload {s:?}")),
+        }
+    }
+}
+
+/// What a message's first element says; unit variants decode from a string without allocating.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Tag {
+    M,
+    End,
+    Count,
+    Ping,
+    Pong,
+    Rss,
+    Hello,
+}
+
+fn dialect(name: &str) -> Result<Dialect, String> {
+    Dialect::from_name(name).ok_or_else(|| format!("unknown dialect {name:?}"))
+}
+
+/// `(VmRSS, VmHWM)` of a process in KiB, from `/proc/<pid>/status`.
+fn mem_kib(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+// ------------------------------------------------------------------------------------------
+// Child processes
+
+fn child_main(role: &[String]) -> ExitCode {
+    // Exit when the parent closes our stdin (or dies): no orphans.
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let arg = |i: usize| role.get(i).map(String::as_str).unwrap_or("");
+    let num = |i: usize| {
+        arg(i)
+            .parse::<usize>()
+            .map_err(|_| format!("bad number {:?}", arg(i)))
+    };
+    let result = (|| -> Result<(), String> {
+        match arg(0) {
+            "aemp-server" => {
+                let d = dialect(arg(1))?;
+                actix::System::new().block_on(aemp_server(d))
+            }
+            "aemp-client" => {
+                let (d, load, n, size) = (dialect(arg(1))?, Load::parse(arg(2))?, num(3)?, num(4)?);
+                let (addr, sink, echo) = (arg(5).to_owned(), arg(6).to_owned(), arg(7));
+                let out = actix::System::new()
+                    .block_on(aemp_client(d, load, n, size, addr, &sink, echo))?;
+                let (_, hwm) = mem_kib("self");
+                say(&format!("RESULT {out} client_hwm_kib={hwm}"));
+                Ok(())
+            }
+            "aemp-links" => {
+                let (l, inflight, addr, sink) = (num(1)?, num(2)?, arg(3).to_owned(), arg(4));
+                let out = actix::System::new().block_on(aemp_links(l, inflight, addr, sink))?;
+                say(&format!("RESULT {out}"));
+                Ok(())
+            }
+            "tokio-server" => {
+                let lp = arg(1) == "lp";
+                let echo = arg(2) == "echo";
+                current_thread()?.block_on(tokio_server(lp, echo))
+            }
+            "tokio-client" => {
+                let (lp, load, n, size) = (arg(1) == "lp", Load::parse(arg(2))?, num(3)?, num(4)?);
+                let out = current_thread()?.block_on(tokio_client(lp, load, n, size, arg(5)))?;
+                say(&format!("RESULT {out}"));
+                Ok(())
+            }
+            other => Err(format!("unknown role {other:?}")),
+        }
+    })();
+    // Exit at once: nothing is left to flush, and idle actix arbiters need not be joined.
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("links bench {}: {e}", arg(0));
+            std::process::exit(1)
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn node_config(d: Dialect, binds: Vec<String>) -> NodeConfig {
+    NodeConfig {
+        binds,
+        dialect: DialectMode::Fixed(d),
+        ..NodeConfig::with_secret(SECRET)
+    }
+}
+
+// ---- aemp server ---------------------------------------------------------------------------
+
+/// Counts `m` messages; answers `end` with the count (and starts over), `ping` with `pong`,
+/// `rss` with this process's VmRSS and VmHWM.
+struct Sink {
+    node: Node,
+    count: u64,
+    _port: Option<Port>,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Message> for Sink {
+    type Result = ();
+    fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+        let tag = match msg.decode::<(Tag, IgnoredAny, IgnoredAny)>() {
+            Ok((tag, _, _)) => tag,
+            Err(e) => return eprintln!("sink: bad message: {e}"),
+        };
+        if tag == Tag::M {
+            self.count += 1;
+            return;
+        }
+        let (arg, reply) = match msg.decode::<(Tag, u64, String)>() {
+            Ok((_, arg, reply)) => (arg, reply),
+            Err(e) => return eprintln!("sink: bad request: {e}"),
+        };
+        let sent = match tag {
+            Tag::End => {
+                let count = std::mem::take(&mut self.count);
+                self.node.snd(&reply, &("count", count, ""))
+            }
+            Tag::Ping => self.node.snd(&reply, &("pong", arg, "")),
+            Tag::Rss => {
+                let (rss, hwm) = mem_kib("self");
+                self.node.snd(&reply, &("rss", rss, hwm))
+            }
+            _ => return eprintln!("sink: unexpected {tag:?}"),
+        };
+        if let Err(e) = sent {
+            eprintln!("sink: cannot answer: {e}");
+        }
+    }
+}
+
+/// `hello` names the reply port (answered with `hello`); every `m` goes back there unchanged.
+struct Echo {
+    node: Node,
+    reply: String,
+    _port: Option<Port>,
+}
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl Handler<Message> for Echo {
+    type Result = ();
+    fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+        let (tag, seq, data) = match msg.decode::<(Tag, u64, String)>() {
+            Ok(m) => m,
+            Err(e) => return eprintln!("echo: bad message: {e}"),
+        };
+        let sent = match tag {
+            Tag::M => self.node.snd(&self.reply, &("m", seq, data)),
+            Tag::Hello => {
+                self.reply = data;
+                self.node.snd(&self.reply, &("hello", seq, ""))
+            }
+            _ => return eprintln!("echo: unexpected {tag:?}"),
+        };
+        if let Err(e) = sent {
+            eprintln!("echo: cannot answer: {e}");
+        }
+    }
+}
+
+async fn aemp_server(d: Dialect) -> Result<(), String> {
+    let node = Node::start(node_config(d, vec!["127.0.0.1:0".into()]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sink_id = String::new();
+    Sink::create(|ctx| {
+        let port = node.port(ctx.address().recipient());
+        sink_id = port.id().to_owned();
+        Sink {
+            node: node.clone(),
+            count: 0,
+            _port: Some(port),
+        }
+    });
+    let mut echo_id = String::new();
+    Echo::create(|ctx| {
+        let port = node.port(ctx.address().recipient());
+        echo_id = port.id().to_owned();
+        Echo {
+            node: node.clone(),
+            reply: String::new(),
+            _port: Some(port),
+        }
+    });
+    let addr = node.listeners().first().copied().ok_or("no listener")?;
+    say(&format!("LISTEN {addr}"));
+    say(&format!("SINK {sink_id}"));
+    say(&format!("ECHO {echo_id}"));
+    // Runs until the parent closes stdin.
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+// ---- aemp client ---------------------------------------------------------------------------
+
+/// The next message on a reply port, as `(tag, number)`.
+async fn reply(rx: &mut mpsc::Receiver<Message>, within: Duration) -> Result<(Tag, u64), String> {
+    let msg = tokio::time::timeout(within, rx.recv())
+        .await
+        .map_err(|_| format!("no reply within {within:?}"))?
+        .ok_or("reply port closed")?;
+    msg.decode::<(Tag, u64, IgnoredAny)>()
+        .map(|(t, n, _)| (t, n))
+        .map_err(|e| format!("bad reply: {e}"))
+}
+
+/// Generous time for a whole workload of `n` messages.
+fn workload_limit(n: usize, size: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_micros(50 + size as u64 / 20) * n as u32
+}
+
+async fn aemp_client(
+    d: Dialect,
+    load: Load,
+    n: usize,
+    size: usize,
+    addr: String,
+    sink: &str,
+    echo: &str,
+) -> Result<String, String> {
+    let node = Node::start(node_config(d, Vec::new()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (server, _) = split_port_id(sink);
+    node.add_node_addresses(server, vec![addr]);
+    let (me, mut rx) = node.port_channel(4 * WINDOW + 16);
+    let me = me.id().to_owned();
+    let err = |e: aemp::node::NodeError| e.to_string();
+    // Link up (handshake) before any clock starts.
+    node.send(sink, &("end", 0, &me)).await.map_err(err)?;
+    match reply(&mut rx, STARTUP).await? {
+        (Tag::Count, 0) => {}
+        other => return Err(format!("unexpected warm-up answer {other:?}")),
+    }
+    let payload = "x".repeat(size);
+    let run = async {
+        match load {
+            Load::OneWay => {
+                let t = Instant::now();
+                for seq in 0..n as u64 {
+                    node.send(sink, &("m", seq, payload.as_str()))
+                        .await
+                        .map_err(err)?;
+                }
+                node.send(sink, &("end", n, &me)).await.map_err(err)?;
+                let (tag, count) = reply(&mut rx, workload_limit(n, size)).await?;
+                let secs = t.elapsed().as_secs_f64();
+                if tag != Tag::Count || count != n as u64 {
+                    return Err(format!(
+                        "the sink counted {count} of {n} messages ({tag:?})"
+                    ));
+                }
+                Ok(format!("rate={}", n as f64 / secs))
+            }
+            Load::PingPong | Load::Window => {
+                node.send(echo, &("hello", 0, &me)).await.map_err(err)?;
+                if reply(&mut rx, STARTUP).await?.0 != Tag::Hello {
+                    return Err("the echo port did not say hello".into());
+                }
+                let window = if load == Load::Window { WINDOW } else { 1 };
+                let mut sent_at = None;
+                let mut rtts = Vec::with_capacity(if window == 1 { n } else { 0 });
+                let t = Instant::now();
+                let mut sent = 0u64;
+                for seq in 0..n as u64 {
+                    while sent < n as u64 && sent < seq + window as u64 {
+                        if window == 1 {
+                            sent_at = Some(Instant::now());
+                        }
+                        node.send(echo, &("m", sent, payload.as_str()))
+                            .await
+                            .map_err(err)?;
+                        sent += 1;
+                    }
+                    let (tag, got) = reply(&mut rx, REPLY).await?;
+                    if tag != Tag::M || got != seq {
+                        return Err(format!("echo answered {tag:?} {got}, expected m {seq}"));
+                    }
+                    if let Some(at) = sent_at.take() {
+                        rtts.push(at.elapsed());
+                    }
+                }
+                let secs = t.elapsed().as_secs_f64();
+                Ok(format!("rate={} {}", n as f64 / secs, latency_fields(rtts)))
+            }
+        }
+    };
+    tokio::time::timeout(workload_limit(n, size), run)
+        .await
+        .map_err(|_| format!("{} of {n} messages did not finish in time", load.name()))?
+}
+
+/// `mean_us=… median_us=… p99_us=…` of round-trip times (nothing when there are none).
+fn latency_fields(mut rtts: Vec<Duration>) -> String {
+    if rtts.is_empty() {
+        return String::new();
+    }
+    rtts.sort();
+    let us = |d: &Duration| d.as_secs_f64() * 1e6;
+    let mean = rtts.iter().map(us).sum::<f64>() / rtts.len() as f64;
+    let pick = |q: f64| {
+        rtts.get(((rtts.len() - 1) as f64 * q).round() as usize)
+            .map_or(0.0, us)
+    };
+    format!(
+        "mean_us={mean} median_us={} p99_us={}",
+        pick(0.5),
+        pick(0.99)
+    )
+}
+
+// ---- link set-up ---------------------------------------------------------------------------
+
+/// Links `l` fresh nodes to the server's node, at most `inflight` set-ups at a time.
+async fn aemp_links(l: usize, inflight: usize, addr: String, sink: &str) -> Result<String, String> {
+    let (server, _) = split_port_id(sink);
+    let err = |e: aemp::node::NodeError| e.to_string();
+    let config = || NodeConfig {
+        workers: 1,
+        ..node_config(Dialect::P1b, Vec::new())
+    };
+    // The probe links first, so the server's "before" already counts one link.
+    let probe = Node::start(config()).await.map_err(err)?;
+    probe.add_node_addresses(server, vec![addr.clone()]);
+    let (probe_port, mut probe_rx) = probe.port_channel(16);
+    let server_before = server_rss(&probe, sink, &probe_port, &mut probe_rx).await?;
+    settle().await;
+    let client_before = mem_kib("self").0;
+    let mut nodes = Vec::with_capacity(l);
+    for _ in 0..l {
+        let node = Node::start(config()).await.map_err(err)?;
+        node.add_node_addresses(server, vec![addr.clone()]);
+        let (port, rx) = node.port_channel(4);
+        nodes.push((node, port, rx));
+    }
+    settle().await;
+    let client_nodes = mem_kib("self").0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60) + REPLY * (l as u32 / 50);
+    let t = Instant::now();
+    let mut answered = 0;
+    for i in 0..l {
+        // Answers are awaited in order: a slow set-up holds back the next ones.
+        if i - answered >= inflight.max(1) {
+            pong(&mut nodes, answered, deadline).await?;
+            answered += 1;
+        }
+        if let Some((node, port, _)) = nodes.get(i) {
+            node.snd(sink, &("ping", i, port.id())).map_err(err)?;
+        }
+    }
+    while answered < l {
+        pong(&mut nodes, answered, deadline).await?;
+        answered += 1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let up = nodes
+        .iter()
+        .filter(|(node, _, _)| node.up_nodes().iter().any(|n| n == server))
+        .count();
+    if up != l {
+        return Err(format!("only {up} of {l} links are up after the answers"));
+    }
+    settle().await;
+    let client_links = mem_kib("self").0;
+    let server_after = server_rss(&probe, sink, &probe_port, &mut probe_rx).await?;
+    Ok(format!(
+        "links_per_s={} server_before_kib={server_before} server_after_kib={server_after} \
+         client_before_kib={client_before} client_nodes_kib={client_nodes} client_links_kib={client_links}",
+        l as f64 / secs
+    ))
+}
+
+/// Waits for the sink's answer on node `i`'s reply port.
+async fn pong(
+    nodes: &mut [(Node, Port, mpsc::Receiver<Message>)],
+    i: usize,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let l = nodes.len();
+    let (_, _, rx) = nodes.get_mut(i).ok_or("no such node")?;
+    let msg = tokio::time::timeout_at(deadline, rx.recv())
+        .await
+        .map_err(|_| format!("link {i} of {l}: no answer in time"))?
+        .ok_or("reply port closed")?;
+    match msg.decode::<(Tag, u64, IgnoredAny)>() {
+        Ok((Tag::Pong, n, _)) if n == i as u64 => Ok(()),
+        other => Err(format!("link {i}: unexpected answer {other:?}")),
+    }
+}
+
+/// The server's VmRSS in KiB, asked through the probe node.
+async fn server_rss(
+    probe: &Node,
+    sink: &str,
+    port: &Port,
+    rx: &mut mpsc::Receiver<Message>,
+) -> Result<u64, String> {
+    probe
+        .snd(sink, &("rss", 0, port.id()))
+        .map_err(|e| e.to_string())?;
+    let msg = tokio::time::timeout(REPLY, rx.recv())
+        .await
+        .map_err(|_| "the server did not report its RSS")?
+        .ok_or("probe port closed")?;
+    match msg.decode::<(Tag, u64, u64)>() {
+        Ok((Tag::Rss, rss, _)) => Ok(rss),
+        other => Err(format!("unexpected RSS answer {other:?}")),
+    }
+}
+
+/// Lets freshly started threads and sockets settle before RSS is read.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+// ---- tokio ceiling -------------------------------------------------------------------------
+
+/// Cuts complete packets out of a receive buffer: JSON arrays found by tracking only brackets
+/// and strings, or u32 length-prefixed frames. Keeps its place across reads.
+#[derive(Default)]
+struct Cutter {
+    lp: bool,
+    pos: usize,
+    start: usize,
+    depth: u32,
+    in_str: bool,
+    escaped: bool,
+}
+
+impl Cutter {
+    /// The next complete packet in `buf`.
+    fn next(&mut self, buf: &[u8]) -> Option<Range<usize>> {
+        if self.lp {
+            let head = buf.get(self.pos..self.pos + 4)?;
+            let len = u32::from_be_bytes(head.try_into().ok()?);
+            let end = self.pos + 4 + if len == LP_END { 0 } else { len as usize };
+            if buf.len() < end {
+                return None;
+            }
+            let start = std::mem::replace(&mut self.pos, end);
+            return Some(start..end);
+        }
+        while let Some(&b) = buf.get(self.pos) {
+            self.pos += 1;
+            if self.in_str {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_str = true,
+                b'[' | b'{' => {
+                    if self.depth == 0 {
+                        self.start = self.pos - 1;
+                    }
+                    self.depth += 1;
+                }
+                b']' | b'}' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(self.start..self.pos);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Drops what was consumed from the front of `buf`.
+    fn compact(&mut self, buf: &mut BytesMut) {
+        let cut = if self.depth > 0 { self.start } else { self.pos };
+        buf.advance(cut);
+        self.pos -= cut;
+        self.start = self.start.saturating_sub(cut);
+    }
+}
+
+/// Appends one message in the wire format: the aemp json packet, or length + raw payload.
+fn put_message(lp: bool, seq: u64, payload: &str, out: &mut BytesMut) -> Result<(), String> {
+    if lp {
+        out.put_u32(payload.len() as u32);
+        out.put_slice(payload.as_bytes());
+        return Ok(());
+    }
+    encode_packet(Framing::Json, TOKIO_DEST, &("m", seq, payload), out).map_err(|e| e.to_string())
+}
+
+fn end_marker(lp: bool) -> BytesMut {
+    let mut out = BytesMut::new();
+    if lp {
+        out.put_u32(LP_END);
+    } else if let Err(e) = encode_packet(Framing::Json, TOKIO_DEST, &("end", 0, ""), &mut out) {
+        unreachable!("the end marker encodes: {e}");
+    }
+    out
+}
+
+/// Accepts one connection; counts packets until the end marker and answers the count (u64
+/// little-endian), or writes every complete packet back.
+async fn tokio_server(lp: bool, echo: bool) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    say(&format!("LISTEN {}", listener.local_addr().map_err(io)?));
+    let (mut sock, _) = listener.accept().await.map_err(io)?;
+    sock.set_nodelay(true).map_err(io)?;
+    let end = end_marker(lp);
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut cut = Cutter {
+        lp,
+        ..Cutter::default()
+    };
+    let mut count = 0u64;
+    loop {
+        if sock.read_buf(&mut buf).await.map_err(io)? == 0 {
+            return Ok(());
+        }
+        if echo {
+            let mut last = 0;
+            while let Some(p) = cut.next(&buf) {
+                last = p.end;
+            }
+            if last > 0 {
+                sock.write_all(&buf[..last]).await.map_err(io)?;
+            }
+        } else {
+            while let Some(p) = cut.next(&buf) {
+                if buf[p] == end[..] {
+                    sock.write_u64_le(count).await.map_err(io)?;
+                    count = 0;
+                } else {
+                    count += 1;
+                }
+            }
+        }
+        cut.compact(&mut buf);
+    }
+}
+
+async fn tokio_client(
+    lp: bool,
+    load: Load,
+    n: usize,
+    size: usize,
+    addr: &str,
+) -> Result<String, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let mut sock = TcpStream::connect(addr).await.map_err(io)?;
+    sock.set_nodelay(true).map_err(io)?;
+    let payload = "x".repeat(size);
+    let mut out = BytesMut::with_capacity(BATCH + size + 64);
+    let mut inb = BytesMut::with_capacity(256 * 1024);
+    let mut cut = Cutter {
+        lp,
+        ..Cutter::default()
+    };
+    let run = async {
+        match load {
+            Load::OneWay => {
+                let t = Instant::now();
+                for seq in 0..n as u64 {
+                    put_message(lp, seq, &payload, &mut out)?;
+                    if out.len() >= BATCH {
+                        sock.write_all(&out).await.map_err(io)?;
+                        out.clear();
+                    }
+                }
+                out.extend_from_slice(&end_marker(lp));
+                sock.write_all(&out).await.map_err(io)?;
+                let count = sock.read_u64_le().await.map_err(io)?;
+                let secs = t.elapsed().as_secs_f64();
+                if count != n as u64 {
+                    return Err(format!("the receiver counted {count} of {n} packets"));
+                }
+                Ok(format!("rate={}", n as f64 / secs))
+            }
+            Load::PingPong => {
+                let mut rtts = Vec::with_capacity(n);
+                let t = Instant::now();
+                for seq in 0..n as u64 {
+                    let at = Instant::now();
+                    put_message(lp, seq, &payload, &mut out)?;
+                    sock.write_all(&out).await.map_err(io)?;
+                    out.clear();
+                    while cut.next(&inb).is_none() {
+                        let read = tokio::time::timeout(REPLY, sock.read_buf(&mut inb));
+                        if read.await.map_err(|_| "no echo in time")?.map_err(io)? == 0 {
+                            return Err("the echo server closed".into());
+                        }
+                    }
+                    cut.compact(&mut inb);
+                    rtts.push(at.elapsed());
+                }
+                let secs = t.elapsed().as_secs_f64();
+                Ok(format!("rate={} {}", n as f64 / secs, latency_fields(rtts)))
+            }
+            Load::Window => {
+                let t = Instant::now();
+                let mut sent = 0u64;
+                let mut got = 0u64;
+                while got < n as u64 {
+                    while sent < n as u64 && sent < got + WINDOW as u64 {
+                        put_message(lp, sent, &payload, &mut out)?;
+                        sent += 1;
+                    }
+                    if !out.is_empty() {
+                        sock.write_all(&out).await.map_err(io)?;
+                        out.clear();
+                    }
+                    let read = tokio::time::timeout(REPLY, sock.read_buf(&mut inb));
+                    if read.await.map_err(|_| "no echo in time")?.map_err(io)? == 0 {
+                        return Err("the echo server closed".into());
+                    }
+                    while cut.next(&inb).is_some() {
+                        got += 1;
+                    }
+                    cut.compact(&mut inb);
+                }
+                let secs = t.elapsed().as_secs_f64();
+                Ok(format!("rate={}", n as f64 / secs))
+            }
+        }
+    };
+    tokio::time::timeout(workload_limit(n, size), run)
+        .await
+        .map_err(|_| format!("{} of {n} messages did not finish in time", load.name()))?
+}
+
+// ------------------------------------------------------------------------------------------
+// The parent: runs every cell, prints the table
+
+/// A child process we spawned; dropping it closes its stdin (it exits), else kills it by PID.
+struct Proc {
+    what: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std_mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(what: &str, role: &[&str]) -> Result<Proc, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg("--role")
+            .args(role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {what}: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Proc {
+            what: what.into(),
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// The rest of the first line starting with `prefix`, within `within`.
+    fn line(&mut self, prefix: &str, within: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix(prefix) {
+                        return Ok(rest.to_owned());
+                    }
+                }
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "{}: no {prefix:?} line within {within:?}",
+                        self.what
+                    ));
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.exit_status();
+                    return Err(format!(
+                        "{} closed its output before printing {prefix:?} ({}; see its stderr above)",
+                        self.what, status
+                    ));
+                }
+            }
+        }
+    }
+
+    /// How the child ended, waiting a little for it.
+    fn exit_status(&mut self) -> String {
+        for _ in 0..300 {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => return e.to_string(),
+            }
+        }
+        "still running".into()
+    }
+
+    fn hwm_kib(&self) -> u64 {
+        mem_kib(&self.child.id().to_string()).1
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `k=v` pairs of a RESULT line.
+type Sample = HashMap<String, f64>;
+
+fn parse_result(line: &str) -> Sample {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+/// What runs in a cell.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Impl {
+    AempJson,
+    AempCbor,
+    TokioJson,
+    TokioLp,
+}
+
+impl Impl {
+    const ALL: [Impl; 4] = [
+        Impl::AempJson,
+        Impl::AempCbor,
+        Impl::TokioJson,
+        Impl::TokioLp,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Impl::AempJson => "aemp json",
+            Impl::AempCbor => "aemp cbor",
+            Impl::TokioJson => "tokio json",
+            Impl::TokioLp => "tokio lp",
+        }
+    }
+}
+
+fn run_cell(imp: Impl, load: Load, n: usize, size: usize) -> Result<Sample, String> {
+    let (n_s, size_s) = (n.to_string(), size.to_string());
+    let limit = workload_limit(n, size) + STARTUP;
+    match imp {
+        Impl::AempJson | Impl::AempCbor => {
+            let d = if imp == Impl::AempJson { "p1b" } else { "p2" };
+            let mut server = Proc::spawn("aemp server", &["aemp-server", d])?;
+            let addr = server.line("LISTEN ", STARTUP)?;
+            let sink = server.line("SINK ", STARTUP)?;
+            let echo = server.line("ECHO ", STARTUP)?;
+            let role = [
+                "aemp-client",
+                d,
+                load.name(),
+                &n_s,
+                &size_s,
+                &addr,
+                &sink,
+                &echo,
+            ];
+            let mut client = Proc::spawn("aemp client", &role)?;
+            let mut sample = parse_result(&client.line("RESULT ", limit)?);
+            sample.insert("server_hwm_kib".into(), server.hwm_kib() as f64);
+            Ok(sample)
+        }
+        Impl::TokioJson | Impl::TokioLp => {
+            let wire = if imp == Impl::TokioJson { "json" } else { "lp" };
+            let kind = if load == Load::OneWay {
+                "count"
+            } else {
+                "echo"
+            };
+            let mut server = Proc::spawn("tokio server", &["tokio-server", wire, kind])?;
+            let addr = server.line("LISTEN ", STARTUP)?;
+            let role = ["tokio-client", wire, load.name(), &n_s, &size_s, &addr];
+            let mut client = Proc::spawn("tokio client", &role)?;
+            Ok(parse_result(&client.line("RESULT ", limit)?))
+        }
+    }
+}
+
+/// One workload row group of the table.
+struct Spec {
+    label: &'static str,
+    load: Load,
+    size: usize,
+    n: usize,
+    cbor: bool,
+}
+
+/// A metric line: its label and how to get it from a sample.
+type Metric = (&'static str, fn(&Sample, usize) -> Option<f64>);
+
+fn metrics(load: Load, size: usize) -> Vec<Metric> {
+    let rate: Metric = ("msgs/s", |s, _| s.get("rate").copied());
+    match load {
+        Load::OneWay if size >= 1024 => vec![
+            rate,
+            ("MB/s", |s, size| {
+                s.get("rate").map(|r| r * size as f64 / 1e6)
+            }),
+        ],
+        Load::OneWay | Load::Window => vec![rate],
+        Load::PingPong => vec![
+            ("mean µs", |s, _| s.get("mean_us").copied()),
+            ("median µs", |s, _| s.get("median_us").copied()),
+            ("p99 µs", |s, _| s.get("p99_us").copied()),
+            ("round trips/s", |s, _| s.get("rate").copied()),
+        ],
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+fn human(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+struct Options {
+    quick: bool,
+    runs: usize,
+}
+
+fn options(args: &[String]) -> Options {
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    Options {
+        quick,
+        runs: runs.max(1),
+    }
+}
+
+fn parent_main(args: &[String]) -> ExitCode {
+    let opt = options(args);
+    let scale = |full: usize, quick: usize| if opt.quick { quick } else { full };
+    let specs = [
+        Spec {
+            label: "one-way 16 B",
+            load: Load::OneWay,
+            size: 16,
+            n: scale(2_000_000, 200_000),
+            cbor: true,
+        },
+        Spec {
+            label: "one-way 4 KiB",
+            load: Load::OneWay,
+            size: 4096,
+            n: scale(200_000, 20_000),
+            cbor: false,
+        },
+        Spec {
+            label: "ping-pong 16 B",
+            load: Load::PingPong,
+            size: 16,
+            n: scale(20_000, 2_000),
+            cbor: false,
+        },
+        Spec {
+            label: "window 16 B (100)",
+            load: Load::Window,
+            size: 16,
+            n: scale(500_000, 50_000),
+            cbor: true,
+        },
+    ];
+    let links = scale(500, 100);
+    let mut failed = false;
+    let mut results: Vec<HashMap<&'static str, Vec<Sample>>> = Vec::new();
+    for spec in &specs {
+        let mut cells: HashMap<&'static str, Vec<Sample>> = HashMap::new();
+        let imps = Impl::ALL
+            .into_iter()
+            .filter(|imp| *imp != Impl::AempCbor || spec.cbor);
+        for imp in imps.clone() {
+            cells.insert(imp.name(), Vec::new());
+        }
+        // Runs interleave the implementations, so that a drifting machine load hits all alike.
+        for run in 1..=opt.runs {
+            for imp in imps.clone() {
+                let t = Instant::now();
+                match run_cell(imp, spec.load, spec.n, spec.size) {
+                    Ok(s) => {
+                        let rate = s.get("rate").copied().unwrap_or(0.0);
+                        eprintln!(
+                            "{} / {} run {run}/{}: {} msgs/s ({:.1} s)",
+                            spec.label,
+                            imp.name(),
+                            opt.runs,
+                            human(rate),
+                            t.elapsed().as_secs_f64()
+                        );
+                        cells.entry(imp.name()).or_default().push(s);
+                    }
+                    Err(e) => {
+                        eprintln!("{} / {} run {run}: FAILED: {e}", spec.label, imp.name());
+                        failed = true;
+                    }
+                }
+            }
+        }
+        results.push(cells);
+    }
+    let link_samples: Vec<Sample> = (1..=opt.runs)
+        .filter_map(|run| match run_links(links) {
+            Ok(s) => {
+                let rate = |k: &str| human(s.get(k).copied().unwrap_or(0.0));
+                eprintln!(
+                    "link set-up run {run}/{}: {} links/s, burst {} links/s",
+                    opt.runs,
+                    rate("links_per_s"),
+                    rate("burst_links_per_s")
+                );
+                Some(s)
+            }
+            Err(e) => {
+                eprintln!("link set-up run {run}: FAILED: {e}");
+                failed = true;
+                None
+            }
+        })
+        .collect();
+
+    print_table(&opt, &specs, &results);
+    print_links(links, &link_samples);
+    if failed {
+        eprintln!("some cells failed (marked err); see above");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Set-ups in flight in the paced link run (below the listener's accept backlog).
+const LINKS_INFLIGHT: usize = 64;
+
+/// A paced link run (its rate and the memory figures), then a burst with all `l` at once.
+fn run_links(l: usize) -> Result<Sample, String> {
+    let mut sample = links_once(l, LINKS_INFLIGHT)?;
+    let burst = links_once(l, l)?;
+    if let Some(rate) = burst.get("links_per_s") {
+        sample.insert("burst_links_per_s".into(), *rate);
+    }
+    Ok(sample)
+}
+
+fn links_once(l: usize, inflight: usize) -> Result<Sample, String> {
+    let mut server = Proc::spawn("aemp server", &["aemp-server", "p1b"])?;
+    let addr = server.line("LISTEN ", STARTUP)?;
+    let sink = server.line("SINK ", STARTUP)?;
+    let _echo = server.line("ECHO ", STARTUP)?;
+    let (l_s, inflight_s) = (l.to_string(), inflight.to_string());
+    let role = ["aemp-links", &l_s, &inflight_s, &addr, &sink];
+    let mut client = Proc::spawn("aemp links client", &role)?;
+    let within = STARTUP * 2 + Duration::from_secs(60) + REPLY * (l as u32 / 50);
+    Ok(parse_result(&client.line("RESULT ", within)?))
+}
+
+fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, Vec<Sample>>]) {
+    let ns: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{} {}", s.label, s.n))
+        .collect();
+    println!();
+    println!(
+        "aemp end-to-end over loopback: median of {} run(s) per cell{}; N: {}",
+        opt.runs,
+        if opt.quick { " (--quick)" } else { "" },
+        ns.join(", ")
+    );
+    println!(
+        "{:<18} {:<14} {:>10} {:>10} {:>11} {:>10} {:>11}   {:>16}  {:>14}",
+        "workload",
+        "metric",
+        "aemp json",
+        "aemp cbor",
+        "tokio json",
+        "tokio lp",
+        "json/tokio",
+        "RSS MiB json c/s",
+        "cbor c/s"
+    );
+    for (spec, cells) in specs.iter().zip(results) {
+        for (i, (metric, get)) in metrics(spec.load, spec.size).into_iter().enumerate() {
+            let value = |imp: Impl| {
+                cells
+                    .get(imp.name())
+                    .and_then(|s| median(s.iter().filter_map(|s| get(s, spec.size)).collect()))
+            };
+            let show = |imp: Impl| match (value(imp), cells.contains_key(imp.name())) {
+                (Some(v), _) => human(v),
+                (None, true) => "err".into(),
+                (None, false) => "—".into(),
+            };
+            let ratio = match (value(Impl::AempJson), value(Impl::TokioJson)) {
+                (Some(a), Some(t)) if t > 0.0 => format!("{:.2}", a / t),
+                _ => "—".into(),
+            };
+            let rss = |imp: Impl| {
+                let samples = cells.get(imp.name()).filter(|_| i == 0);
+                let peak = |key: &str| {
+                    samples.and_then(|s| {
+                        s.iter()
+                            .filter_map(|s| s.get(key).copied())
+                            .reduce(f64::max)
+                    })
+                };
+                match (peak("client_hwm_kib"), peak("server_hwm_kib")) {
+                    (Some(c), Some(s)) => format!("{:.1} / {:.1}", c / 1024.0, s / 1024.0),
+                    _ => String::new(),
+                }
+            };
+            println!(
+                "{:<18} {:<14} {:>10} {:>10} {:>11} {:>10} {:>11}   {:>16}  {:>14}",
+                if i == 0 { spec.label } else { "" },
+                metric,
+                show(Impl::AempJson),
+                show(Impl::AempCbor),
+                show(Impl::TokioJson),
+                show(Impl::TokioLp),
+                ratio,
+                rss(Impl::AempJson),
+                rss(Impl::AempCbor)
+            );
+        }
+    }
+}
+
+fn print_links(l: usize, samples: &[Sample]) {
+    let med = |f: &dyn Fn(&Sample) -> Option<f64>| median(samples.iter().filter_map(f).collect());
+    let per_link = |a: &str, b: &str| med(&|s: &Sample| Some((s.get(a)? - s.get(b)?) / l as f64));
+    let row = |label: String, v: Option<f64>, unit: &str| {
+        let v = v.map_or("err".into(), |v| format!("{v:.1} {unit}"));
+        println!("  {label:<34} {v}");
+    };
+    println!();
+    println!(
+        "link set-up: {l} client nodes in one process (P1b, hmac_md6, json, no TLS) dialling one \
+         server; median of {} run(s)",
+        samples.len()
+    );
+    let rate = |k: &'static str| med(&move |s: &Sample| s.get(k).copied());
+    row(
+        format!("new links/s, {LINKS_INFLIGHT} in flight"),
+        rate("links_per_s"),
+        "",
+    );
+    row(
+        format!("new links/s, all {l} at once"),
+        rate("burst_links_per_s"),
+        "",
+    );
+    row(
+        "server RSS per idle link".into(),
+        per_link("server_after_kib", "server_before_kib"),
+        "KiB",
+    );
+    row(
+        "client RSS per idle link".into(),
+        per_link("client_links_kib", "client_nodes_kib"),
+        "KiB",
+    );
+    row(
+        "client RSS per started node".into(),
+        per_link("client_nodes_kib", "client_before_kib"),
+        "KiB (Node::start: a worker thread, a registry)",
+    );
+}
