@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 use super::transport;
 use crate::node::{NodeError, Shared};
@@ -15,7 +15,37 @@ pub(crate) async fn listen(shared: Arc<Shared>, addr: &str) -> Result<SocketAddr
         addr: addr.to_owned(),
         source,
     };
-    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    // A deep accept backlog: a burst of peers connecting at once must not stall in SYN retries.
+    let mut last = None;
+    let mut bound = None;
+    for sa in tokio::net::lookup_host(addr).await.map_err(bind_err)? {
+        let socket = if sa.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
+        match socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(sa)?;
+            s.listen(1024)
+        }) {
+            Ok(l) => {
+                bound = Some(l);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let listener = match (bound, last) {
+        (Some(l), _) => l,
+        (None, Some(e)) => return Err(bind_err(e)),
+        (None, None) => {
+            return Err(bind_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "address resolves to nothing",
+            )));
+        }
+    };
     let local = listener.local_addr().map_err(bind_err)?;
     actix::spawn(async move {
         loop {
