@@ -236,7 +236,7 @@ async fn stalled_peer() -> (String, &'static str) {
 async fn overflowing_the_send_queue_fails_the_link_and_fires_monitors() {
     let a = Node::start(NodeConfig {
         secret: b"k".to_vec(),
-        send_queue: 8,
+        send_queue_bytes: 256 * 1024,
         workers: 1,
         ..NodeConfig::default()
     })

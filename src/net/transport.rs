@@ -15,12 +15,12 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use super::tls::{Rewind, TlsError};
 use crate::node::registry::{Down, Line1, Up};
-use crate::node::{DialectMode, LinkTx, Message, Shared, kernel_deliver};
+use crate::node::send_queue::SendQueue;
+use crate::node::{DialectMode, LinkTx, Message, PortCache, Shared, kernel_deliver};
 use crate::proto::dialect::{Dialect, P0_TIMEOUT_SECS};
 use crate::proto::framing::{self, FramingError, Packet, PacketDecoder};
 use crate::proto::greeting::perl_number;
@@ -152,6 +152,9 @@ pub struct Transport {
     silent_for: Duration,
     down_reason: String,
     writer: Option<tokio::task::JoinHandle<()>>,
+    /// The link's send queue, closed when the transport stops.
+    queue: Option<Arc<SendQueue>>,
+    port_cache: PortCache,
 }
 
 /// The writer task ended (queue closed or a write failed).
@@ -178,6 +181,8 @@ impl Transport {
             silent_for: Duration::ZERO,
             down_reason: "Unexpected end-of-file".into(),
             writer: None,
+            queue: None,
+            port_cache: PortCache::default(),
         });
     }
 
@@ -185,8 +190,10 @@ impl Transport {
         let HandshakeDone {
             mut established,
             stream,
-            rx,
+            queue,
         } = est;
+        self.queue = Some(queue.clone());
+        let rx = queue;
         self.up = true;
         self.dialect = established.dialect;
         match stream {
@@ -207,7 +214,7 @@ impl Transport {
         read: R,
         write: W,
         established: &mut Established,
-        rx: mpsc::Receiver<Bytes>,
+        rx: Arc<SendQueue>,
         ctx: &mut Context<Self>,
     ) where
         R: AsyncRead + Unpin + 'static,
@@ -296,13 +303,8 @@ impl Transport {
                 }
             }
         } else {
-            // Look the port up with the borrowed name: no allocation per packet.
-            match self.shared.port_recipient(&dest) {
-                Some(r) if r.connected() => r.do_send(Message::from_packet(peer, packet)),
-                Some(_) => self.shared.kill_local(&dest, Vec::new()),
-                None => {
-                    tracing::debug!(node = %self.shared.id, port = %dest, "message to unknown port dropped")
-                }
+            if let Some(r) = self.shared.live_port(&mut self.port_cache, &dest) {
+                r.do_send(Message::from_packet(peer, packet));
             }
         }
     }
@@ -311,7 +313,7 @@ impl Transport {
 struct HandshakeDone {
     established: Box<Established>,
     stream: LinkStream,
-    rx: mpsc::Receiver<Bytes>,
+    queue: Arc<SendQueue>,
 }
 
 /// The TLS stream of a link: rustls over the TCP stream, after the greeting bytes TLS owns.
@@ -411,6 +413,9 @@ impl Actor for Transport {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(q) = self.queue.take() {
+            q.close();
+        }
         if let Some(w) = self.writer.take() {
             w.abort();
         }
@@ -606,11 +611,11 @@ async fn handshake(
                 Event::Established(established) => {
                     let out = hs.take_output();
                     write_flush(&mut stream, &out).await.map_err(io_err)?;
-                    let (tx, rx) = mpsc::channel(shared.config.send_queue.max(1));
+                    let queue = Arc::new(SendQueue::new(shared.config.send_queue_bytes));
                     let node = established.peer_node_id().to_owned();
                     let link = LinkTx {
                         conn,
-                        tx,
+                        queue: queue.clone(),
                         framing: established.send_framing,
                         dialect: established.dialect,
                         tls: tls_role.filter(|_| established.tls),
@@ -633,7 +638,7 @@ async fn handshake(
                     return Ok(HandshakeDone {
                         established,
                         stream,
-                        rx,
+                        queue,
                     });
                 }
             }
@@ -672,40 +677,31 @@ async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Resu
     w.flush().await
 }
 
-/// Drains the link's queue into the socket: everything waiting goes out in one write, and
-/// nothing waits when the queue is empty (no Nagle-style delay at low rates).
+/// Drains the link's queue into the socket: everything queued since the last write goes out
+/// in one write, and the first packet after a quiet spell goes at once.
 async fn writer<W: AsyncWrite + Unpin>(
     mut w: W,
-    mut rx: mpsc::Receiver<Bytes>,
+    queue: Arc<SendQueue>,
     keepalive: Option<(Duration, Bytes)>,
 ) -> io::Result<()> {
-    const BATCH: usize = 256 * 1024;
-    let mut batch = BytesMut::with_capacity(64 * 1024);
+    let mut batch = BytesMut::new();
     loop {
-        let first = match &keepalive {
-            Some((idle, packet)) => match tokio::time::timeout(*idle, rx.recv()).await {
-                Ok(Some(b)) => b,
-                Ok(None) => return Ok(()),
-                Err(_) => packet.clone(),
+        let more = match &keepalive {
+            Some((idle, packet)) => match tokio::time::timeout(*idle, queue.take(&mut batch)).await
+            {
+                Ok(more) => more,
+                Err(_) => {
+                    write_flush(&mut w, packet).await?;
+                    continue;
+                }
             },
-            None => match rx.recv().await {
-                Some(b) => b,
-                None => return Ok(()),
-            },
+            None => queue.take(&mut batch).await,
         };
-        if rx.is_empty() {
-            write_flush(&mut w, &first).await?;
-            continue;
-        }
-        batch.extend_from_slice(&first);
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(b) => batch.extend_from_slice(&b),
-                Err(_) => break,
-            }
+        if !more {
+            return Ok(());
         }
         write_flush(&mut w, &batch).await?;
-        batch.clear();
+        SendQueue::recycle(&mut batch);
     }
 }
 

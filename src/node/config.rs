@@ -40,8 +40,9 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// P1 links of a node without listeners send `[]` after this much write silence.
     pub keepalive: Duration,
-    /// Packets that may wait in one link's send queue; `snd` beyond it fails the link.
-    pub send_queue: usize,
+    /// Bytes that may wait in one link's send queue (or, about, for a node not up yet); `snd`
+    /// beyond it fails the link, `send` waits for room.
+    pub send_queue_bytes: usize,
     /// Largest packet accepted from a peer.
     pub max_packet: usize,
     /// Worker threads (actix arbiters) that run transports; 0 = one per core. The arbiter the
@@ -67,7 +68,7 @@ impl Default for NodeConfig {
             handshake_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
-            send_queue: 65_536,
+            send_queue_bytes: 16 << 20,
             max_packet: DEFAULT_MAX_PACKET,
             workers: 0,
             tls: None,

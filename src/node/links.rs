@@ -1,10 +1,12 @@
 //! Links to other nodes: the send path, queues for nodes that are not up yet, and what
 //! happens when a link comes up or fails.
 
-use bytes::{Bytes, BytesMut};
-use serde::Serialize;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
+use bytes::BytesMut;
+use serde::Serialize;
+
+use super::send_queue::{Pushed, SendQueue};
 use super::{
     Dialect, Framing, FramingError, NodeError, NodeEvent, Shared, Value, framing, kernel, read,
     registry, value, write,
@@ -18,6 +20,28 @@ pub(crate) enum Outgoing {
     Kill { port: String, reason: Vec<Value> },
 }
 
+impl Outgoing {
+    /// About the bytes this takes on the wire (for the pending queue's bound).
+    fn approx_size(&self) -> usize {
+        let (name, args) = match self {
+            Outgoing::Packet { dest, args } => (dest, args),
+            Outgoing::Kill { port, reason } => (port, reason),
+        };
+        name.len() + args.iter().map(approx_size).sum::<usize>() + 4
+    }
+}
+
+/// About the bytes `v` takes in JSON (the queue bound is about memory, not exactness).
+fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => s.len() + 3,
+        Value::Bytes(b) => b.len() + 3,
+        Value::Array(a) => a.iter().map(approx_size).sum::<usize>() + 2,
+        Value::Map(m) => m.iter().map(|(k, v)| k.len() + 4 + approx_size(v)).sum::<usize>() + 2,
+        _ => 8,
+    }
+}
+
 /// What an awaitable send finds.
 enum Wait {
     Up(LinkTx),
@@ -29,7 +53,7 @@ enum Wait {
 #[derive(Clone)]
 pub(crate) struct LinkTx {
     pub conn: u64,
-    pub tx: mpsc::Sender<Bytes>,
+    pub queue: Arc<SendQueue>,
     pub framing: Framing,
     pub dialect: Dialect,
     /// Our TLS role when the link runs inside TLS.
@@ -38,7 +62,8 @@ pub(crate) struct LinkTx {
 
 pub(crate) enum LinkSlot {
     Up(LinkTx),
-    Pending { queue: Vec<Outgoing> },
+    /// Messages for a node that is not up yet, and about how many bytes they will take.
+    Pending { queue: Vec<Outgoing>, bytes: usize },
 }
 
 impl Shared {
@@ -56,15 +81,20 @@ impl Shared {
             port: format!("{node}#{port}"),
             source,
         };
-        // Clone the sender out: a full queue fails the link, which takes the write lock.
-        let up = match read(&self.links).get(node) {
-            Some(LinkSlot::Up(link)) => Some(link.clone()),
+        // Encoded straight into the link's queue under the map's read lock: no clone, no
+        // allocation per packet.
+        let pushed = match read(&self.links).get(node) {
+            Some(LinkSlot::Up(link)) => Some((
+                link.conn,
+                link.queue
+                    .push(|buf| framing::encode_packet(link.framing, port, msg, buf))
+                    .map_err(encode_err)?,
+            )),
             _ => None,
         };
-        if let Some(link) = up {
-            let bytes = encode_scratch(|buf| framing::encode_packet(link.framing, port, msg, buf))
-                .map_err(encode_err)?;
-            return self.push(node, &link, bytes);
+        if let Some((conn, pushed)) = pushed {
+            self.pushed(node, conn, pushed);
+            return Ok(());
         }
         let args = match value::to_value(msg) {
             Ok(Value::Array(a)) => a,
@@ -92,6 +122,23 @@ impl Shared {
         port: &str,
         msg: &T,
     ) -> Result<(), NodeError> {
+        let encode_err = |source| NodeError::Encode {
+            port: format!("{node}#{port}"),
+            source,
+        };
+        // Fast path: room in an up link's queue, taken under the map's read lock.
+        let pushed = match read(&self.links).get(node) {
+            Some(LinkSlot::Up(link)) => link
+                .queue
+                .push(|buf| framing::encode_packet(link.framing, port, msg, buf))
+                .map_err(encode_err)?,
+            _ => Pushed::Full,
+        };
+        if pushed == Pushed::Queued {
+            // Yield now and then, as a channel send would: a writer on this thread must run.
+            tokio::task::consume_budget().await;
+            return Ok(());
+        }
         let link = loop {
             let state = self.wait_state(node);
             match state {
@@ -108,39 +155,36 @@ impl Shared {
                 }
             }
         };
-        {
-            let bytes = encode_scratch(|buf| framing::encode_packet(link.framing, port, msg, buf))
-                .map_err(|source| NodeError::Encode {
-                    port: format!("{node}#{port}"),
-                    source,
-                })?;
-            return link.tx.send(bytes).await.map_err(|_| NodeError::LinkGone {
+        let pushed = link
+            .queue
+            .push_wait(|buf| framing::encode_packet(link.framing, port, msg, buf))
+            .await
+            .map_err(encode_err)?;
+        match pushed {
+            Pushed::Queued => Ok(()),
+            _ => Err(NodeError::LinkGone {
                 node: node.to_owned(),
                 reason: "link closed".into(),
-            });
+            }),
         }
     }
 
     fn wait_state(&self, node: &str) -> Wait {
         match read(&self.links).get(node) {
             Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
-            Some(LinkSlot::Pending { queue }) if queue.len() >= self.config.send_queue => {
+            Some(LinkSlot::Pending { bytes, .. }) if *bytes >= self.config.send_queue_bytes => {
                 Wait::Full
             }
             _ => Wait::Queue,
         }
     }
 
-    fn push(&self, node: &str, link: &LinkTx, bytes: Bytes) -> Result<(), NodeError> {
-        match link.tx.try_send(bytes) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(node = %self.id, peer = node, "send queue full: failing the link");
-                self.link_failed(node, link.conn, "send queue full");
-                Ok(())
-            }
-            // The transport is going down; its monitors fire from there.
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+    /// A full queue fails the link (`snd` never blocks); a closed one is a transport going
+    /// down, whose monitors fire from there.
+    fn pushed(&self, node: &str, conn: u64, pushed: Pushed) {
+        if pushed == Pushed::Full {
+            tracing::warn!(node = %self.id, peer = node, "send queue full: failing the link");
+            self.link_failed(node, conn, "send queue full");
         }
     }
 
@@ -150,24 +194,35 @@ impl Shared {
             Some(LinkSlot::Up(link)) => {
                 let link = link.clone();
                 drop(links);
-                let mut buf = BytesMut::new();
-                encode_outgoing(&link, &out, &mut buf).map_err(|source| NodeError::Encode {
-                    port: node.to_owned(),
-                    source,
-                })?;
-                self.push(node, &link, buf.freeze())
+                let pushed = link
+                    .queue
+                    .push(|buf| encode_outgoing(&link, &out, buf))
+                    .map_err(|source| NodeError::Encode {
+                        port: node.to_owned(),
+                        source,
+                    })?;
+                self.pushed(node, link.conn, pushed);
+                Ok(())
             }
-            Some(LinkSlot::Pending { queue }) => {
-                if queue.len() >= self.config.send_queue {
+            Some(LinkSlot::Pending { queue, bytes }) => {
+                if *bytes >= self.config.send_queue_bytes {
                     drop(links);
                     self.pending_failed(node, "send queue full");
                 } else {
+                    *bytes += out.approx_size();
                     queue.push(out);
                 }
                 Ok(())
             }
             None => {
-                links.insert(node.to_owned(), LinkSlot::Pending { queue: vec![out] });
+                let bytes = out.approx_size();
+                links.insert(
+                    node.to_owned(),
+                    LinkSlot::Pending {
+                        queue: vec![out],
+                        bytes,
+                    },
+                );
                 drop(links);
                 if let Some(r) = self.registry() {
                     r.do_send(registry::Connect {
@@ -194,15 +249,13 @@ impl Shared {
     /// any new message can take the direct path.
     pub fn link_up(&self, node: &str, link: LinkTx) {
         let mut links = write(&self.links);
-        if let Some(LinkSlot::Pending { queue }) = links.remove(node) {
-            let mut buf = BytesMut::new();
+        if let Some(LinkSlot::Pending { queue, .. }) = links.remove(node) {
             for out in &queue {
-                if let Err(e) = encode_outgoing(&link, out, &mut buf) {
+                // Past the bound if need be: these were accepted while the link was pending.
+                let pushed = link.queue.push_unbounded(|buf| encode_outgoing(&link, out, buf));
+                if let Err(e) = pushed {
                     tracing::warn!(node = %self.id, peer = node, "dropping queued message: {e}");
                 }
-            }
-            if !buf.is_empty() && link.tx.try_send(buf.freeze()).is_err() {
-                tracing::warn!(node = %self.id, peer = node, "could not flush queued messages");
             }
         }
         let dialect = link.dialect;
@@ -293,30 +346,6 @@ fn encode_outgoing(link: &LinkTx, out: &Outgoing, buf: &mut BytesMut) -> Result<
             framing::encode_packet(link.framing, "", &args, buf)
         }
     }
-}
-
-/// Encodes one packet into a per-thread scratch buffer and splits it off: one allocation per
-/// many packets instead of one (plus regrowth) per packet.
-fn encode_scratch(
-    encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
-) -> Result<Bytes, FramingError> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-    }
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.capacity() < 4096 {
-            buf.reserve(64 * 1024);
-        }
-        let result = encode(&mut buf);
-        match result {
-            Ok(()) => Ok(buf.split().freeze()),
-            Err(e) => {
-                buf.clear();
-                Err(e)
-            }
-        }
-    })
 }
 
 /// `("transport_error", node, message)`.

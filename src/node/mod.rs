@@ -14,6 +14,7 @@ mod peer;
 mod ports;
 pub mod rcv;
 pub mod registry;
+pub(crate) mod send_queue;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ pub(crate) use links::{LinkSlot, LinkTx, Outgoing};
 pub use message::{Message, split_port_id};
 pub use peer::{ConnectionStats, InitFn};
 use ports::ChannelPort;
+pub(crate) use ports::PortCache;
 pub use ports::{MonitorGuard, Port};
 pub use rcv::{PortContext, Rcv};
 
@@ -107,6 +109,8 @@ pub(crate) struct Shared {
     pub id: Arc<str>,
     pub config: NodeConfig,
     ports: RwLock<PortTable>,
+    /// Counts removals from `ports`, so that [`ports::PortCache`]s know to look again.
+    port_removals: AtomicU64,
     links: RwLock<HashMap<String, LinkSlot>>,
     remote_monitors: Mutex<RemoteMonitors>,
     pub registry: OnceLock<Addr<NodeRegistry>>,
@@ -211,6 +215,7 @@ impl Node {
             id,
             config: config.clone(),
             ports: RwLock::default(),
+            port_removals: AtomicU64::new(0),
             links: RwLock::default(),
             remote_monitors: Mutex::default(),
             registry: OnceLock::new(),

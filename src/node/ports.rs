@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use actix::Recipient;
 
@@ -22,6 +23,14 @@ impl Watcher {
     pub fn callback(cb: impl FnOnce(Vec<Value>) + Send + 'static) -> Watcher {
         Watcher::Callback(std::sync::Mutex::new(Some(Box::new(cb))))
     }
+}
+
+/// The last port a link delivered to, valid while no port has been removed since.
+#[derive(Default)]
+pub(crate) struct PortCache {
+    name: String,
+    recipient: Option<Recipient<Message>>,
+    removals: u64,
 }
 
 pub(crate) struct PortEntry {
@@ -63,13 +72,38 @@ impl Shared {
 
     /// Delivers a message to a local port; unknown ports drop it with a debug log.
     pub fn deliver_local(&self, port: &str, msg: Message) {
-        match self.port_recipient(port) {
+        if let Some(r) = self.live_port(&mut PortCache::default(), port) {
             // do_send: a port has no queue limit in AEMP, and try_send would drop silently
             // whenever the actor's mailbox is momentarily full.
-            Some(r) if r.connected() => r.do_send(msg),
-            // The port's actor has stopped: the port dies with it, no reason.
-            Some(_) => self.kill_local(port, Vec::new()),
-            None => tracing::debug!(node = %self.id, port, "message to unknown port dropped"),
+            r.do_send(msg);
+        }
+    }
+
+    /// The recipient of a live local port, remembered in `cache`: a link whose packets mostly
+    /// go to one port looks it up once, not once per packet. A port whose actor has stopped
+    /// dies here (no reason); unknown ports are logged at debug level.
+    pub fn live_port<'c>(
+        &self,
+        cache: &'c mut PortCache,
+        port: &str,
+    ) -> Option<&'c Recipient<Message>> {
+        let removals = self.port_removals.load(Ordering::Acquire);
+        if cache.removals != removals || cache.name != port {
+            cache.recipient = self.port_recipient(port);
+            cache.removals = removals;
+            port.clone_into(&mut cache.name);
+        }
+        match &cache.recipient {
+            Some(r) if r.connected() => cache.recipient.as_ref(),
+            Some(_) => {
+                cache.recipient = None;
+                self.kill_local(port, Vec::new());
+                None
+            }
+            None => {
+                tracing::debug!(node = %self.id, port, "message to unknown port dropped");
+                None
+            }
         }
     }
 
@@ -78,6 +112,8 @@ impl Shared {
         let Some(watchers) = write(&self.ports).remove(port) else {
             return;
         };
+        // Port caches look the port up again.
+        self.port_removals.fetch_add(1, Ordering::Release);
         if watchers.is_empty() && !reason.is_empty() {
             tracing::info!(node = %self.id, port, ?reason, "unmonitored local port died");
         }

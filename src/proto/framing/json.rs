@@ -49,23 +49,30 @@ pub(super) struct Scanner {
 impl Scanner {
     pub(super) fn scan(&mut self, buf: &[u8], max: usize) -> Result<Option<Frame>, FramingError> {
         // The caller may have dropped the buffer since; start over rather than misread.
-        let rest = match buf.get(self.pos..) {
-            Some(rest) => rest,
-            None => {
-                *self = Scanner::default();
-                buf
-            }
-        };
-        let from = self.pos;
-        for (off, &b) in rest.iter().enumerate() {
-            let i = from + off;
-            match self.start {
-                None => match b {
+        if self.pos > buf.len() {
+            *self = Scanner::default();
+        }
+        let mut i = self.pos;
+        let start = match self.start {
+            Some(start) => start,
+            None => loop {
+                let Some(&b) = buf.get(i) else {
+                    self.pos = i;
+                    return Ok(None);
+                };
+                // Leading whitespace counts too, so a stream of blanks cannot grow the buffer.
+                if i >= max {
+                    *self = Scanner::default();
+                    return Err(too_large(i + 1, max));
+                }
+                match b {
                     b'[' => {
                         self.start = Some(i);
                         self.depth = 1;
+                        i += 1;
+                        break i - 1;
                     }
-                    b if is_ws(b) => {}
+                    b if is_ws(b) => i += 1,
                     b']' | b'}' => {
                         *self = Scanner::default();
                         return Err(malformed("unbalanced closing bracket"));
@@ -76,44 +83,67 @@ impl Scanner {
                             framing: Framing::Json,
                         });
                     }
-                },
-                Some(_) => {
-                    if self.in_str {
-                        if self.escape {
-                            self.escape = false;
-                        } else if b == b'\\' {
-                            self.escape = true;
-                        } else if b == b'"' {
-                            self.in_str = false;
+                }
+            },
+        };
+        // Only the first `max` bytes of the packet are looked at.
+        let limit = start.saturating_add(max).min(buf.len());
+        let (mut depth, mut in_str, mut escape) = (self.depth, self.in_str, self.escape);
+        while i < limit {
+            let rest = buf.get(i..limit).unwrap_or_default();
+            if in_str {
+                if escape {
+                    escape = false;
+                    i += 1;
+                    continue;
+                }
+                // Skip the string's body in one go: only `"` and `\` matter inside.
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    Some(off) => {
+                        if rest.get(off) == Some(&b'\\') {
+                            escape = true;
+                        } else {
+                            in_str = false;
                         }
-                    } else {
-                        match b {
-                            b'"' => self.in_str = true,
-                            b'[' | b'{' => self.depth += 1,
-                            b']' | b'}' => self.depth -= 1,
-                            _ => {}
+                        i += off + 1;
+                    }
+                    None => i = limit,
+                }
+                continue;
+            }
+            for &b in rest {
+                i += 1;
+                match b {
+                    b'"' => {
+                        in_str = true;
+                        break;
+                    }
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            *self = Scanner::default();
+                            return Ok(Some(Frame { start, end: i }));
                         }
                     }
+                    _ => {}
                 }
             }
-            // Leading whitespace counts too, so a stream of blanks cannot grow the buffer forever.
-            let start = self.start.unwrap_or(0);
-            let size = i + 1 - start;
-            if size > max {
-                *self = Scanner::default();
-                return Err(FramingError::TooLarge {
-                    framing: Framing::Json,
-                    size,
-                    max,
-                });
-            }
-            if self.start.is_some() && self.depth == 0 {
-                *self = Scanner::default();
-                return Ok(Some(Frame { start, end: i + 1 }));
-            }
         }
-        self.pos = buf.len();
+        if buf.len() > limit {
+            *self = Scanner::default();
+            return Err(too_large(limit - start + 1, max));
+        }
+        (self.pos, self.depth, self.in_str, self.escape) = (i, depth, in_str, escape);
         Ok(None)
+    }
+}
+
+fn too_large(size: usize, max: usize) -> FramingError {
+    FramingError::TooLarge {
+        framing: Framing::Json,
+        size,
+        max,
     }
 }
 

@@ -1,0 +1,269 @@
+//! The send queue of one up link: senders encode their packets straight into one shared buffer,
+//! and the link's writer task takes the whole buffer at once and writes it with one syscall.
+//!
+//! One lock per packet instead of a channel send (with its semaphore, wake-up and a separate
+//! allocation per packet): under load many packets leave in one write, and when the link is
+//! idle the first packet wakes the writer at once (no Nagle-style delay).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+
+use crate::proto::framing::FramingError;
+
+/// A link's queue of encoded bytes, bounded in bytes.
+pub(crate) struct SendQueue {
+    state: Mutex<State>,
+    /// Bytes that may wait; a packet is taken while fewer are queued.
+    limit: usize,
+    /// Wakes the writer when the buffer stops being empty, or on close.
+    wake_writer: Notify,
+    /// Wakes awaitable senders when the writer has taken the buffer, or on close.
+    room: Notify,
+}
+
+struct State {
+    buf: BytesMut,
+    closed: bool,
+}
+
+/// What became of a packet handed to [`SendQueue::push`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// The queue holds `limit` bytes or more: nothing was queued.
+    Full,
+    /// The link is going down: nothing was queued.
+    Closed,
+}
+
+/// Writers hand back buffers larger than this to the allocator instead of keeping them.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+impl SendQueue {
+    pub fn new(limit: usize) -> SendQueue {
+        SendQueue {
+            state: Mutex::new(State {
+                buf: BytesMut::new(),
+                closed: false,
+            }),
+            limit: limit.max(1),
+            wake_writer: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one packet written by `encode`, unless the queue is full or closed. A failed
+    /// encoding leaves the queue as it was.
+    pub fn push(
+        &self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+    ) -> Result<Pushed, FramingError> {
+        let st = self.state();
+        if st.buf.len() >= self.limit && !st.closed {
+            return Ok(Pushed::Full);
+        }
+        self.append(st, encode)
+    }
+
+    /// Appends past the bound (for messages accepted earlier, e.g. while the link was pending).
+    pub fn push_unbounded(
+        &self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+    ) -> Result<Pushed, FramingError> {
+        self.append(self.state(), encode)
+    }
+
+    /// Like [`push`](Self::push), but waits for room instead of reporting `Full`.
+    pub async fn push_wait(
+        &self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+    ) -> Result<Pushed, FramingError> {
+        // A sender that never has to wait would starve a writer on its own thread until the
+        // queue is full: yield now and then, as a channel send would.
+        tokio::task::consume_budget().await;
+        loop {
+            {
+                let st = self.state();
+                if st.closed || st.buf.len() < self.limit {
+                    return self.append(st, encode);
+                }
+            }
+            // Full: register for the writer's wake-up, then look again (it may have just run).
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let st = self.state();
+                if st.closed || st.buf.len() < self.limit {
+                    // Several woken senders may each add a packet past the bound: it is about
+                    // memory, not exactness.
+                    return self.append(st, encode);
+                }
+            }
+            room.await;
+        }
+    }
+
+    fn append(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+    ) -> Result<Pushed, FramingError> {
+        if st.closed {
+            return Ok(Pushed::Closed);
+        }
+        let before = st.buf.len();
+        if let Err(e) = encode(&mut st.buf) {
+            st.buf.truncate(before);
+            return Err(e);
+        }
+        drop(st);
+        if before == 0 {
+            // A stored permit if the writer is busy writing: it looks again when done.
+            self.wake_writer.notify_one();
+        }
+        Ok(Pushed::Queued)
+    }
+
+    /// The writer's side: waits until bytes are queued and swaps them into `out` (which must
+    /// be empty). `false` once the queue is closed and drained.
+    pub async fn take(&self, out: &mut BytesMut) -> bool {
+        loop {
+            let woken = self.wake_writer.notified();
+            {
+                let mut st = self.state();
+                if !st.buf.is_empty() {
+                    std::mem::swap(&mut st.buf, out);
+                    drop(st);
+                    self.room.notify_waiters();
+                    return true;
+                }
+                if st.closed {
+                    return false;
+                }
+            }
+            woken.await;
+        }
+    }
+
+    /// Clears a written buffer for reuse, dropping it if a burst made it large.
+    pub fn recycle(buf: &mut BytesMut) {
+        if buf.capacity() > KEEP_CAPACITY {
+            *buf = BytesMut::new();
+        } else {
+            buf.clear();
+        }
+    }
+
+    /// No more packets: senders get `Closed`, waiting ones wake, the writer ends once drained.
+    pub fn close(&self) {
+        self.state().closed = true;
+        self.wake_writer.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Bytes waiting.
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.state().buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn put(bytes: &'static [u8]) -> impl FnOnce(&mut BytesMut) -> Result<(), FramingError> {
+        move |b| {
+            b.put_slice(bytes);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn packets_accumulate_until_taken_and_the_bound_is_in_bytes() {
+        let q = SendQueue::new(8);
+        assert_eq!(q.push(put(b"abcde")).unwrap(), Pushed::Queued);
+        assert_eq!(q.push(put(b"fghij")).unwrap(), Pushed::Queued);
+        // 10 bytes queued ≥ 8: full until the writer takes them.
+        assert_eq!(q.push(put(b"k")).unwrap(), Pushed::Full);
+        let mut out = BytesMut::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(q.take(&mut out)));
+        assert_eq!(&out[..], b"abcdefghij");
+        assert_eq!(q.push(put(b"k")).unwrap(), Pushed::Queued);
+        q.close();
+        assert_eq!(q.push(put(b"l")).unwrap(), Pushed::Closed);
+        SendQueue::recycle(&mut out);
+        // Closed, but what was queued before still goes out; then the writer ends.
+        assert!(rt.block_on(q.take(&mut out)));
+        assert_eq!(&out[..], b"k");
+        SendQueue::recycle(&mut out);
+        assert!(!rt.block_on(q.take(&mut out)));
+    }
+
+    #[test]
+    fn a_failed_encoding_leaves_no_bytes_behind() {
+        let q = SendQueue::new(64);
+        q.push(put(b"ok")).unwrap();
+        let failed = q.push(|b| {
+            b.put_slice(b"half");
+            Err(FramingError::Encode {
+                framing: crate::proto::framing::Framing::Json,
+                reason: "test".into(),
+            })
+        });
+        assert!(failed.is_err());
+        assert_eq!(q.queued(), 2);
+    }
+
+    #[test]
+    fn a_waiting_sender_resumes_when_the_writer_takes_the_buffer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let q = std::sync::Arc::new(SendQueue::new(4));
+            q.push(put(b"full")).unwrap();
+            let waiting = tokio::spawn({
+                let q = q.clone();
+                async move { q.push_wait(put(b"next")).await.unwrap() }
+            });
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished());
+            let mut out = BytesMut::new();
+            assert!(q.take(&mut out).await);
+            assert_eq!(waiting.await.unwrap(), Pushed::Queued);
+            SendQueue::recycle(&mut out);
+            assert!(q.take(&mut out).await);
+            assert_eq!(&out[..], b"next");
+        });
+    }
+
+    #[test]
+    fn closing_wakes_a_waiting_sender() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let q = std::sync::Arc::new(SendQueue::new(1));
+            q.push(put(b"x")).unwrap();
+            let waiting = tokio::spawn({
+                let q = q.clone();
+                async move { q.push_wait(put(b"y")).await.unwrap() }
+            });
+            tokio::task::yield_now().await;
+            q.close();
+            assert_eq!(waiting.await.unwrap(), Pushed::Closed);
+        });
+    }
+}
