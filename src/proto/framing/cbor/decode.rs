@@ -12,14 +12,14 @@ use super::{
 use crate::proto::framing::{Framing, FramingError};
 use crate::proto::value::{self, Value};
 
-/// A cursor over one complete packet.
-struct Reader<'a> {
+/// A cursor over one complete packet (shared with the serde deserializer in `de.rs`).
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
-    pos: usize,
+    pub(super) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
@@ -56,7 +56,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The contents of a string whose head was just read; borrowed unless chunked.
-    fn string(&mut self, head: Head) -> Result<Cow<'a, [u8]>, FramingError> {
+    pub(super) fn string(&mut self, head: Head) -> Result<Cow<'a, [u8]>, FramingError> {
         if !head.indefinite() {
             return Ok(Cow::Borrowed(self.take(head.arg)?));
         }
@@ -134,18 +134,6 @@ impl<'a> Reader<'a> {
         let head = self.untagged_head()?;
         let left = (!head.indefinite()).then_some(head.arg);
         let open = match head.major {
-            MAJOR_UINT => {
-                return Ok(Some(match i64::try_from(head.arg) {
-                    Ok(i) => Value::Int(i),
-                    Err(_) => Value::Float(head.arg as f64),
-                }));
-            }
-            MAJOR_NEGINT => {
-                return Ok(Some(match i64::try_from(head.arg) {
-                    Ok(i) => Value::Int(-1 - i),
-                    Err(_) => Value::Float(-1.0 - head.arg as f64),
-                }));
-            }
             MAJOR_BYTES | MAJOR_TEXT => return Ok(Some(string_value(self.string(head)?))),
             MAJOR_ARRAY if left == Some(0) => return Ok(Some(Value::Array(Vec::new()))),
             MAJOR_MAP if left == Some(0) => return Ok(Some(Value::Map(Vec::new()))),
@@ -159,7 +147,7 @@ impl<'a> Reader<'a> {
                 key: None,
                 left,
             },
-            _ => return simple(head).map(Some),
+            _ => return scalar(head).map(Some),
         };
         if stack.len() >= MAX_DEPTH {
             return Err(malformed("nested too deeply"));
@@ -198,7 +186,7 @@ impl Open {
 }
 
 /// A map key, stringified as Perl would for a hash key.
-fn key_string(v: Value) -> Result<String, FramingError> {
+pub(super) fn key_string(v: Value) -> Result<String, FramingError> {
     match v {
         Value::Str(s) => Ok(s),
         // Not UTF-8: take the bytes as Latin-1 characters, as Perl does with byte strings.
@@ -221,6 +209,22 @@ fn string_value(bytes: Cow<'_, [u8]>) -> Value {
             Ok(s) => Value::Str(s),
             Err(e) => Value::Bytes(e.into_bytes()),
         },
+    }
+}
+
+/// An item that is neither a string nor a container (tags already skipped): an integer, a
+/// simple value or a float.
+pub(super) fn scalar(head: Head) -> Result<Value, FramingError> {
+    match head.major {
+        MAJOR_UINT => Ok(match i64::try_from(head.arg) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Float(head.arg as f64),
+        }),
+        MAJOR_NEGINT => Ok(match i64::try_from(head.arg) {
+            Ok(i) => Value::Int(-1 - i),
+            Err(_) => Value::Float(-1.0 - head.arg as f64),
+        }),
+        _ => simple(head),
     }
 }
 
@@ -300,6 +304,16 @@ pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
+    match super::de::from_packet(bytes) {
+        Ok(t) => Ok(t),
+        // The direct path does not tell a malformed packet from one of another type; the way
+        // through a `Value` does, and failures are rare, so it says what went wrong.
+        Err(_) => decode_via_value(bytes),
+    }
+}
+
+/// Typed decoding through a [`Value`]: the reference the direct path in `de.rs` must agree with.
+pub(super) fn decode_via_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
     value::from_value(to_value(bytes)?).map_err(|e| FramingError::Type {
         framing: Framing::Cbor,
         reason: e.to_string(),

@@ -6,7 +6,8 @@
 //!
 //! Source layout: this file holds the item header every part reads and the entry points
 //! `framing` calls; `scan.rs` finds where a packet ends, `decode.rs` turns a complete packet into
-//! a [`Value`] (or a serde type), `encode.rs` writes serde data or a [`Value`] as a packet.
+//! a [`Value`], `de.rs` into a serde type (directly, with the same loose typing), `encode.rs`
+//! writes serde data or a [`Value`] as a packet.
 
 use std::borrow::Cow;
 
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use super::{Framing, FramingError};
 use crate::proto::value::Value;
 
+mod de;
 mod decode;
 mod encode;
 mod scan;
