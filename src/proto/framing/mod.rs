@@ -15,7 +15,7 @@ mod storable;
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -258,8 +258,9 @@ impl PacketDecoder {
         let Some(Frame { start, end }) = found else {
             return Ok(None);
         };
-        let mut frame = buf.split_to(end);
-        let bytes = frame.split_off(start).freeze();
+        // Separators before the packet are dropped, not split off (one split per packet).
+        buf.advance(start);
+        let bytes = buf.split_to(end - start).freeze();
         Ok(Some(Packet {
             framing: self.framing,
             bytes,
