@@ -192,13 +192,15 @@ fn child_main(role: &[String]) -> ExitCode {
                 Ok(())
             }
             "tokio-server" => {
-                let lp = arg(1) == "lp";
+                let (lp, serde) = (arg(1) == "lp", arg(1) == "serde");
                 let echo = arg(2) == "echo";
-                current_thread()?.block_on(tokio_server(lp, echo))
+                current_thread()?.block_on(tokio_server(lp, serde, echo))
             }
             "tokio-client" => {
-                let (lp, load, n, size) = (arg(1) == "lp", Load::parse(arg(2))?, num(3)?, num(4)?);
-                let out = current_thread()?.block_on(tokio_client(lp, load, n, size, arg(5)))?;
+                let (lp, serde) = (arg(1) == "lp", arg(1) == "serde");
+                let (load, n, size) = (Load::parse(arg(2))?, num(3)?, num(4)?);
+                let client = tokio_client(lp, serde, load, n, size, arg(5));
+                let out = current_thread()?.block_on(client)?;
                 say(&format!("RESULT {out}"));
                 Ok(())
             }
@@ -656,9 +658,24 @@ fn end_marker(lp: bool) -> BytesMut {
     out
 }
 
+/// A json packet decoded the way the aemp ports decode it: the destination borrowed (as the
+/// transport reads it), then the tag, and the sequence number and payload when `full`.
+fn decode_packet(packet: &[u8], full: bool) -> Result<(Tag, u64, String), String> {
+    let bad = |e: serde_json::Error| format!("bad packet: {e}");
+    if full {
+        let (_, tag, seq, data) =
+            serde_json::from_slice::<(&str, Tag, u64, String)>(packet).map_err(bad)?;
+        return Ok((tag, seq, data));
+    }
+    let (_, tag, _, _) =
+        serde_json::from_slice::<(&str, Tag, IgnoredAny, IgnoredAny)>(packet).map_err(bad)?;
+    Ok((tag, 0, String::new()))
+}
+
 /// Accepts one connection; counts packets until the end marker and answers the count (u64
-/// little-endian), or writes every complete packet back.
-async fn tokio_server(lp: bool, echo: bool) -> Result<(), String> {
+/// little-endian), or writes every complete packet back. With `serde`, every packet is decoded
+/// as the aemp sink and echo ports decode it, and the echo encodes its answer anew.
+async fn tokio_server(lp: bool, serde: bool, echo: bool) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
     say(&format!("LISTEN {}", listener.local_addr().map_err(io)?));
@@ -666,6 +683,7 @@ async fn tokio_server(lp: bool, echo: bool) -> Result<(), String> {
     sock.set_nodelay(true).map_err(io)?;
     let end = end_marker(lp);
     let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut out = BytesMut::with_capacity(256 * 1024);
     let mut cut = Cutter {
         lp,
         ..Cutter::default()
@@ -675,7 +693,17 @@ async fn tokio_server(lp: bool, echo: bool) -> Result<(), String> {
         if sock.read_buf(&mut buf).await.map_err(io)? == 0 {
             return Ok(());
         }
-        if echo {
+        if echo && serde {
+            while let Some(p) = cut.next(&buf) {
+                let (_, seq, data) = decode_packet(&buf[p], true)?;
+                encode_packet(Framing::Json, TOKIO_DEST, &("m", seq, data), &mut out)
+                    .map_err(|e| e.to_string())?;
+            }
+            if !out.is_empty() {
+                sock.write_all(&out).await.map_err(io)?;
+                out.clear();
+            }
+        } else if echo {
             let mut last = 0;
             while let Some(p) = cut.next(&buf) {
                 last = p.end;
@@ -685,7 +713,12 @@ async fn tokio_server(lp: bool, echo: bool) -> Result<(), String> {
             }
         } else {
             while let Some(p) = cut.next(&buf) {
-                if buf[p] == end[..] {
+                let is_end = if serde {
+                    decode_packet(&buf[p], false)?.0 == Tag::End
+                } else {
+                    buf[p] == end[..]
+                };
+                if is_end {
                     sock.write_u64_le(count).await.map_err(io)?;
                     count = 0;
                 } else {
@@ -699,6 +732,7 @@ async fn tokio_server(lp: bool, echo: bool) -> Result<(), String> {
 
 async fn tokio_client(
     lp: bool,
+    serde: bool,
     load: Load,
     n: usize,
     size: usize,
@@ -742,11 +776,17 @@ async fn tokio_client(
                     put_message(lp, seq, &payload, &mut out)?;
                     sock.write_all(&out).await.map_err(io)?;
                     out.clear();
-                    while cut.next(&inb).is_none() {
+                    let p = loop {
+                        if let Some(p) = cut.next(&inb) {
+                            break p;
+                        }
                         let read = tokio::time::timeout(REPLY, sock.read_buf(&mut inb));
                         if read.await.map_err(|_| "no echo in time")?.map_err(io)? == 0 {
                             return Err("the echo server closed".into());
                         }
+                    };
+                    if serde {
+                        decode_packet(&inb[p], false)?;
                     }
                     cut.compact(&mut inb);
                     rtts.push(at.elapsed());
@@ -771,7 +811,10 @@ async fn tokio_client(
                     if read.await.map_err(|_| "no echo in time")?.map_err(io)? == 0 {
                         return Err("the echo server closed".into());
                     }
-                    while cut.next(&inb).is_some() {
+                    while let Some(p) = cut.next(&inb) {
+                        if serde {
+                            decode_packet(&inb[p], false)?;
+                        }
                         got += 1;
                     }
                     cut.compact(&mut inb);
@@ -902,13 +945,15 @@ enum Impl {
     AempJson,
     AempCbor,
     TokioJson,
+    TokioSerde,
     TokioLp,
 }
 
 impl Impl {
-    const ALL: [Impl; 4] = [
+    const ALL: [Impl; 5] = [
         Impl::AempJson,
         Impl::AempCbor,
+        Impl::TokioSerde,
         Impl::TokioJson,
         Impl::TokioLp,
     ];
@@ -918,6 +963,7 @@ impl Impl {
             Impl::AempJson => "aemp json",
             Impl::AempCbor => "aemp cbor",
             Impl::TokioJson => "tokio json",
+            Impl::TokioSerde => "tokio serde",
             Impl::TokioLp => "tokio lp",
         }
     }
@@ -948,8 +994,12 @@ fn run_cell(imp: Impl, load: Load, n: usize, size: usize) -> Result<Sample, Stri
             sample.insert("server_hwm_kib".into(), server.hwm_kib() as f64);
             Ok(sample)
         }
-        Impl::TokioJson | Impl::TokioLp => {
-            let wire = if imp == Impl::TokioJson { "json" } else { "lp" };
+        Impl::TokioJson | Impl::TokioSerde | Impl::TokioLp => {
+            let wire = match imp {
+                Impl::TokioJson => "json",
+                Impl::TokioSerde => "serde",
+                _ => "lp",
+            };
             let kind = if load == Load::OneWay {
                 "count"
             } else {
@@ -1174,13 +1224,15 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
         ns.join(", ")
     );
     println!(
-        "{:<18} {:<14} {:>10} {:>10} {:>11} {:>10} {:>11}   {:>16}  {:>14}",
+        "{:<18} {:<14} {:>10} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11}   {:>16}  {:>14}",
         "workload",
         "metric",
         "aemp json",
         "aemp cbor",
+        "tokio serde",
         "tokio json",
         "tokio lp",
+        "json/serde",
         "json/tokio",
         "RSS MiB json c/s",
         "cbor c/s"
@@ -1197,7 +1249,7 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
                 (None, true) => "err".into(),
                 (None, false) => "—".into(),
             };
-            let ratio = match (value(Impl::AempJson), value(Impl::TokioJson)) {
+            let ratio = |ceiling: Impl| match (value(Impl::AempJson), value(ceiling)) {
                 (Some(a), Some(t)) if t > 0.0 => format!("{:.2}", a / t),
                 _ => "—".into(),
             };
@@ -1216,14 +1268,16 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
                 }
             };
             println!(
-                "{:<18} {:<14} {:>10} {:>10} {:>11} {:>10} {:>11}   {:>16}  {:>14}",
+                "{:<18} {:<14} {:>10} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11}   {:>16}  {:>14}",
                 if i == 0 { spec.label } else { "" },
                 metric,
                 show(Impl::AempJson),
                 show(Impl::AempCbor),
+                show(Impl::TokioSerde),
                 show(Impl::TokioJson),
                 show(Impl::TokioLp),
-                ratio,
+                ratio(Impl::TokioSerde),
+                ratio(Impl::TokioJson),
                 rss(Impl::AempJson),
                 rss(Impl::AempCbor)
             );

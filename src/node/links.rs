@@ -276,6 +276,8 @@ impl Shared {
             let mut links = write(&self.links);
             match links.get(node) {
                 Some(LinkSlot::Up(l)) if l.conn == conn => {
+                    // The writer sends what is queued, then ends, which stops the transport.
+                    l.queue.close();
                     links.remove(node);
                     true
                 }

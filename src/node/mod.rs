@@ -101,6 +101,10 @@ pub struct LinkError {
     pub error: String,
 }
 
+/// A map keyed by node id or port name, looked up once per packet: foldhash (seeded per
+/// process) instead of SipHash.
+pub(crate) type FastMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// node → port → the local monitors watching that remote port.
 type RemoteMonitors = HashMap<String, HashMap<String, Vec<(u64, Watcher)>>>;
 
@@ -111,7 +115,7 @@ pub(crate) struct Shared {
     ports: RwLock<PortTable>,
     /// Counts removals from `ports`, so that [`ports::PortCache`]s know to look again.
     port_removals: AtomicU64,
-    links: RwLock<HashMap<String, LinkSlot>>,
+    links: RwLock<FastMap<LinkSlot>>,
     remote_monitors: Mutex<RemoteMonitors>,
     pub registry: OnceLock<Addr<NodeRegistry>>,
     pub listeners: RwLock<Vec<SocketAddr>>,

@@ -1,6 +1,5 @@
 //! Local ports, the monitors watching them, and the `Port` / `MonitorGuard` handles.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -41,7 +40,7 @@ pub(crate) struct PortEntry {
 /// The local port table: port name (the part after `#`) → entry.
 #[derive(Default)]
 pub(crate) struct PortTable {
-    pub ports: HashMap<String, PortEntry>,
+    pub ports: super::FastMap<PortEntry>,
 }
 
 impl PortTable {

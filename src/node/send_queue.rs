@@ -17,11 +17,18 @@ pub(crate) struct SendQueue {
     state: Mutex<State>,
     /// Bytes that may wait; a packet is taken while fewer are queued.
     limit: usize,
+    /// Awaitable senders wait while this many bytes or more are queued.
+    wait_above: usize,
     /// Wakes the writer when the buffer stops being empty, or on close.
     wake_writer: Notify,
     /// Wakes awaitable senders when the writer has taken the buffer, or on close.
     room: Notify,
 }
+
+/// Awaitable senders wait while this much is queued (or the bound, if smaller): enough for
+/// several full socket writes, small enough that a fast sender does not grow the buffer (and
+/// the pages the kernel must clear for it) to the whole bound.
+const WAIT_ABOVE: usize = 1 << 20;
 
 struct State {
     buf: BytesMut,
@@ -39,7 +46,7 @@ pub(crate) enum Pushed {
 }
 
 /// Writers hand back buffers larger than this to the allocator instead of keeping them.
-const KEEP_CAPACITY: usize = 1 << 20;
+const KEEP_CAPACITY: usize = 4 << 20;
 
 impl SendQueue {
     pub fn new(limit: usize) -> SendQueue {
@@ -49,6 +56,7 @@ impl SendQueue {
                 closed: false,
             }),
             limit: limit.max(1),
+            wait_above: limit.clamp(1, WAIT_ABOVE),
             wake_writer: Notify::new(),
             room: Notify::new(),
         }
@@ -79,7 +87,8 @@ impl SendQueue {
         self.append(self.state(), encode)
     }
 
-    /// Like [`push`](Self::push), but waits for room instead of reporting `Full`.
+    /// Like [`push`](Self::push), but waits for room instead of reporting `Full`; it waits
+    /// already while 1 MiB is queued (backpressure well before the bound).
     pub async fn push_wait(
         &self,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
@@ -90,7 +99,7 @@ impl SendQueue {
         loop {
             {
                 let st = self.state();
-                if st.closed || st.buf.len() < self.limit {
+                if st.closed || st.buf.len() < self.wait_above {
                     return self.append(st, encode);
                 }
             }
@@ -100,7 +109,7 @@ impl SendQueue {
             room.as_mut().enable();
             {
                 let st = self.state();
-                if st.closed || st.buf.len() < self.limit {
+                if st.closed || st.buf.len() < self.wait_above {
                     // Several woken senders may each add a packet past the bound: it is about
                     // memory, not exactness.
                     return self.append(st, encode);
