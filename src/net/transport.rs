@@ -15,7 +15,6 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
 
 use super::tls::{Rewind, TlsError};
 use crate::node::registry::{Down, Line1, Up};
@@ -146,21 +145,32 @@ pub struct Transport {
     claimed: Seen,
     dialect: Dialect,
     up: bool,
-    /// Read activity since the last liveness tick (P0 read timeout); a flag, not a clock
-    /// read per packet.
-    read_seen: bool,
-    silent_for: Duration,
     down_reason: String,
     writer: Option<tokio::task::JoinHandle<()>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
     /// The link's send queue, closed when the transport stops.
     queue: Option<Arc<SendQueue>>,
-    port_cache: PortCache,
 }
 
 /// The writer task ended (queue closed or a write failed).
 #[derive(actix::Message)]
 #[rtype(result = "()")]
 struct WriterDone(Option<io::Error>);
+
+/// The reader task ended: the peer closed, fell silent, or sent garbage / the socket failed.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct ReaderDone(Result<ReadEnd, TransportError>);
+
+enum ReadEnd {
+    Eof,
+    TimedOut,
+}
+
+enum ReadError {
+    Framing(FramingError),
+    Io(io::Error),
+}
 
 impl Transport {
     fn run(shared: Arc<Shared>, stream: TcpStream, addr: String, outgoing: bool, conn: u64) {
@@ -177,12 +187,10 @@ impl Transport {
             claimed: Seen::default(),
             dialect: Dialect::P0,
             up: false,
-            read_seen: false,
-            silent_for: Duration::ZERO,
             down_reason: "Unexpected end-of-file".into(),
             writer: None,
+            reader: None,
             queue: None,
-            port_cache: PortCache::default(),
         });
     }
 
@@ -240,52 +248,59 @@ impl Transport {
             let result = writer(write, rx, keepalive).await;
             addr.do_send(WriterDone(result.err()));
         }));
-        if self.dialect == Dialect::P0 {
-            let peer_timeout = established
-                .peer
-                .greeting
-                .key("timeout")
-                .map(perl_number)
-                .filter(|t| *t > 0.0);
-            if let Some(t) = peer_timeout {
-                // `t` came off the wire: no panic on huge values.
-                let limit = Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX);
-                const TICK: Duration = Duration::from_millis(250);
-                ctx.run_interval(TICK, move |act, ctx| {
-                    if std::mem::take(&mut act.read_seen) {
-                        act.silent_for = Duration::ZERO;
-                    } else {
-                        act.silent_for += TICK;
-                        if act.silent_for > limit {
-                            act.down_reason = "Connection timed out".into();
-                            ctx.stop();
-                        }
-                    }
-                });
-            }
-        }
-        // Bytes that came with the peer's auth line are the first packets. Replayed as reads:
-        // FramedRead would only decode a pre-filled buffer after the next read.
-        let read = Rewind::new(read, std::mem::take(&mut established.leftover));
-        // 64 KiB reads: under load a few hundred packets per syscall.
-        let framed = FramedRead::with_capacity(
-            read,
-            PacketCodec {
-                decoder: PacketDecoder::new(
-                    established.recv_framing,
-                    self.shared.config.max_packet,
-                ),
-                addr: self.addr.clone(),
-            },
-            64 * 1024,
-        );
-        ctx.add_stream(framed);
-    }
-
-    fn deliver(&mut self, packet: Packet) {
+        // A P0 peer promises traffic within its advertised `timeout`: a read silent for
+        // longer drops the link.
+        let read_timeout = established
+            .peer
+            .greeting
+            .key("timeout")
+            .map(perl_number)
+            .filter(|t| *t > 0.0 && self.dialect == Dialect::P0)
+            // `t` came off the wire: no panic on huge values.
+            .map(|t| Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
         let Some(peer) = self.peer.clone() else {
+            ctx.stop();
             return;
         };
+        let inbound = Inbound {
+            shared: self.shared.clone(),
+            peer,
+            dialect: self.dialect,
+            ports: PortCache::default(),
+        };
+        let decoder = PacketDecoder::new(established.recv_framing, self.shared.config.max_packet);
+        // Bytes that came with the peer's auth line are the first packets.
+        let leftover = std::mem::take(&mut established.leftover);
+        let addr = ctx.address();
+        let peer_addr = self.addr.clone();
+        self.reader = Some(actix::spawn(async move {
+            let end = reader(read, leftover, decoder, inbound, read_timeout).await;
+            let end = end.map_err(|source| match source {
+                ReadError::Framing(source) => TransportError::Framing {
+                    addr: peer_addr,
+                    source,
+                },
+                ReadError::Io(source) => TransportError::Io {
+                    addr: peer_addr,
+                    source,
+                },
+            });
+            addr.do_send(ReaderDone(end));
+        }));
+    }
+}
+
+/// Hands received packets to their ports (or the node port); lives in the reader task.
+struct Inbound {
+    shared: Arc<Shared>,
+    peer: Arc<str>,
+    dialect: Dialect,
+    ports: PortCache,
+}
+
+impl Inbound {
+    fn deliver(&mut self, packet: Packet) {
+        let peer = &self.peer;
         let dest = match packet.dest() {
             Ok(d) => d,
             Err(e) => {
@@ -299,14 +314,14 @@ impl Transport {
                 return;
             }
             match packet.args() {
-                Ok(args) => kernel_deliver(&self.shared, &peer, self.dialect, args),
+                Ok(args) => kernel_deliver(&self.shared, peer, self.dialect, args),
                 Err(e) => {
                     tracing::warn!(node = %self.shared.id, %peer, "bad node-port request: {e}")
                 }
             }
         } else {
-            if let Some(r) = self.shared.live_port(&mut self.port_cache, &dest) {
-                r.do_send(Message::from_packet(peer, packet));
+            if let Some(r) = self.shared.live_port(&mut self.ports, &dest) {
+                r.do_send(Message::from_packet(peer.clone(), packet));
             }
         }
     }
@@ -418,8 +433,8 @@ impl Actor for Transport {
         if let Some(q) = self.queue.take() {
             q.close();
         }
-        if let Some(w) = self.writer.take() {
-            w.abort();
+        for task in [self.writer.take(), self.reader.take()].into_iter().flatten() {
+            task.abort();
         }
         if let Some(r) = self.shared.registry() {
             r.do_send(Down {
@@ -438,29 +453,17 @@ impl Actor for Transport {
     }
 }
 
-impl StreamHandler<Result<Packet, TransportError>> for Transport {
-    fn handle(&mut self, item: Result<Packet, TransportError>, ctx: &mut Context<Self>) {
-        self.read_seen = true;
-        match item {
-            Ok(p) => self.deliver(p),
-            // AEMP has no orderly close: TLS peers (Perl too) just close, without close_notify.
-            Err(TransportError::Io { source, .. })
-                if source.kind() == io::ErrorKind::UnexpectedEof =>
-            {
-                ctx.stop();
-            }
-            Err(mut e) => {
-                if let TransportError::Io { addr, .. } = &mut e {
-                    addr.clone_from(&self.addr);
-                }
+impl Handler<ReaderDone> for Transport {
+    type Result = ();
+    fn handle(&mut self, msg: ReaderDone, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Ok(ReadEnd::Eof) => {}
+            Ok(ReadEnd::TimedOut) => self.down_reason = "Connection timed out".into(),
+            Err(e) => {
                 tracing::warn!(node = %self.shared.id, peer = ?self.peer, "{e}");
                 self.down_reason = e.to_string();
-                ctx.stop();
             }
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }
@@ -707,23 +710,46 @@ async fn writer<W: AsyncWrite + Unpin>(
     }
 }
 
-/// `PacketDecoder` as a tokio codec for `FramedRead`.
-struct PacketCodec {
-    decoder: PacketDecoder,
-    addr: String,
-}
-
-impl tokio_util::codec::Decoder for PacketCodec {
-    type Item = Packet;
-    type Error = TransportError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, TransportError> {
-        self.decoder
-            .decode(src)
-            .map_err(|source| TransportError::Framing {
-                addr: self.addr.clone(),
-                source,
-            })
+/// Reads the link and hands every complete packet to its port as soon as a read brings it:
+/// all the packets of one read in one go, with no task switch per packet.
+async fn reader<R: AsyncRead + Unpin>(
+    mut r: R,
+    leftover: Vec<u8>,
+    mut decoder: PacketDecoder,
+    mut inbound: Inbound,
+    read_timeout: Option<Duration>,
+) -> Result<ReadEnd, ReadError> {
+    /// Bytes a read may bring: under load a few hundred packets per syscall.
+    const READ: usize = 64 * 1024;
+    /// After this many packets the reader lets the ports it fed run before reading on.
+    const BATCH: usize = 256;
+    let mut buf = BytesMut::from(&leftover[..]);
+    loop {
+        let mut delivered = 0;
+        while let Some(packet) = decoder.decode(&mut buf).map_err(ReadError::Framing)? {
+            inbound.deliver(packet);
+            delivered += 1;
+        }
+        if delivered >= BATCH {
+            tokio::task::yield_now().await;
+        }
+        if buf.capacity() - buf.len() < READ / 4 {
+            buf.reserve(READ);
+        }
+        let read = match read_timeout {
+            Some(limit) => match tokio::time::timeout(limit, r.read_buf(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => return Ok(ReadEnd::TimedOut),
+            },
+            None => r.read_buf(&mut buf).await,
+        };
+        match read {
+            Ok(0) => return Ok(ReadEnd::Eof),
+            Ok(_) => {}
+            // AEMP has no orderly close: TLS peers (Perl too) just close, without close_notify.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(ReadEnd::Eof),
+            Err(e) => return Err(ReadError::Io(e)),
+        }
     }
 }
 
