@@ -97,8 +97,15 @@ impl Scanner {
                     i += 1;
                     continue;
                 }
-                // Skip the string's body in one go: only `"` and `\` matter inside.
-                match memchr::memchr2(b'"', b'\\', rest) {
+                // Skip the string's body: only `"` and `\` matter inside. Short strings (tags,
+                // port names) by a plain loop, long ones with memchr.
+                let found = match rest.iter().take(32).position(|&b| b == b'"' || b == b'\\') {
+                    Some(off) => Some(off),
+                    None if rest.len() <= 32 => None,
+                    None => memchr::memchr2(b'"', b'\\', rest.get(32..).unwrap_or_default())
+                        .map(|off| off + 32),
+                };
+                match found {
                     Some(off) => {
                         if rest.get(off) == Some(&b'\\') {
                             escape = true;
