@@ -61,7 +61,7 @@ use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler};
+use actix::{Actor, AsyncContext, Context, Handler, StreamHandler};
 use aemp::node::{DialectMode, Message, Node, NodeConfig, Port, split_port_id};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::framing::{Framing, encode_packet};
@@ -173,8 +173,8 @@ fn child_main(role: &[String]) -> ExitCode {
     let result = (|| -> Result<(), String> {
         match arg(0) {
             "aemp-server" => {
-                let d = dialect(arg(1))?;
-                actix::System::new().block_on(aemp_server(d))
+                let (d, stream) = (dialect(arg(1))?, arg(2) == "stream");
+                actix::System::new().block_on(aemp_server(d, stream))
             }
             "aemp-client" => {
                 let (d, load, n, size) = (dialect(arg(1))?, Load::parse(arg(2))?, num(3)?, num(4)?);
@@ -254,6 +254,18 @@ impl Actor for Sink {
 impl Handler<Message> for Sink {
     type Result = ();
     fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+        self.take(msg);
+    }
+}
+
+impl StreamHandler<Message> for Sink {
+    fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+        self.take(msg);
+    }
+}
+
+impl Sink {
+    fn take(&mut self, msg: Message) {
         let tag = match msg.decode::<(Tag, IgnoredAny, IgnoredAny)>() {
             Ok((tag, _, _)) => tag,
             Err(e) => return eprintln!("sink: bad message: {e}"),
@@ -298,6 +310,18 @@ impl Actor for Echo {
 impl Handler<Message> for Echo {
     type Result = ();
     fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+        self.take(msg);
+    }
+}
+
+impl StreamHandler<Message> for Echo {
+    fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+        self.take(msg);
+    }
+}
+
+impl Echo {
+    fn take(&mut self, msg: Message) {
         let (tag, seq, data) = match msg.decode::<(Tag, u64, String)>() {
             Ok(m) => m,
             Err(e) => return eprintln!("echo: bad message: {e}"),
@@ -316,13 +340,21 @@ impl Handler<Message> for Echo {
     }
 }
 
-async fn aemp_server(d: Dialect) -> Result<(), String> {
+/// With `stream`, the ports are `Node::port_stream` streams added to the actors
+/// (`StreamHandler`) instead of `Node::port` recipients (`Handler`).
+async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
     let node = Node::start(node_config(d, vec!["127.0.0.1:0".into()]))
         .await
         .map_err(|e| e.to_string())?;
     let mut sink_id = String::new();
     Sink::create(|ctx| {
-        let port = node.port(ctx.address().recipient());
+        let port = if stream {
+            let (port, messages) = node.port_stream();
+            ctx.add_stream(messages);
+            port
+        } else {
+            node.port(ctx.address().recipient())
+        };
         sink_id = port.id().to_owned();
         Sink {
             node: node.clone(),
@@ -332,7 +364,13 @@ async fn aemp_server(d: Dialect) -> Result<(), String> {
     });
     let mut echo_id = String::new();
     Echo::create(|ctx| {
-        let port = node.port(ctx.address().recipient());
+        let port = if stream {
+            let (port, messages) = node.port_stream();
+            ctx.add_stream(messages);
+            port
+        } else {
+            node.port(ctx.address().recipient())
+        };
         echo_id = port.id().to_owned();
         Echo {
             node: node.clone(),
@@ -943,6 +981,7 @@ fn parse_result(line: &str) -> Sample {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Impl {
     AempJson,
+    AempStream,
     AempCbor,
     TokioJson,
     TokioSerde,
@@ -950,8 +989,9 @@ enum Impl {
 }
 
 impl Impl {
-    const ALL: [Impl; 5] = [
+    const ALL: [Impl; 6] = [
         Impl::AempJson,
+        Impl::AempStream,
         Impl::AempCbor,
         Impl::TokioSerde,
         Impl::TokioJson,
@@ -961,6 +1001,7 @@ impl Impl {
     fn name(self) -> &'static str {
         match self {
             Impl::AempJson => "aemp json",
+            Impl::AempStream => "aemp stream",
             Impl::AempCbor => "aemp cbor",
             Impl::TokioJson => "tokio json",
             Impl::TokioSerde => "tokio serde",
@@ -973,9 +1014,14 @@ fn run_cell(imp: Impl, load: Load, n: usize, size: usize) -> Result<Sample, Stri
     let (n_s, size_s) = (n.to_string(), size.to_string());
     let limit = workload_limit(n, size) + STARTUP;
     match imp {
-        Impl::AempJson | Impl::AempCbor => {
-            let d = if imp == Impl::AempJson { "p1b" } else { "p2" };
-            let mut server = Proc::spawn("aemp server", &["aemp-server", d])?;
+        Impl::AempJson | Impl::AempStream | Impl::AempCbor => {
+            let d = if imp == Impl::AempCbor { "p2" } else { "p1b" };
+            let ports = if imp == Impl::AempStream {
+                "stream"
+            } else {
+                "actor"
+            };
+            let mut server = Proc::spawn("aemp server", &["aemp-server", d, ports])?;
             let addr = server.line("LISTEN ", STARTUP)?;
             let sink = server.line("SINK ", STARTUP)?;
             let echo = server.line("ECHO ", STARTUP)?;
@@ -1224,16 +1270,18 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
         ns.join(", ")
     );
     println!(
-        "{:<18} {:<14} {:>10} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11}   {:>16}  {:>14}",
+        "{:<18} {:<14} {:>10} {:>11} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11} {:>12}   {:>16}  {:>14}",
         "workload",
         "metric",
         "aemp json",
+        "aemp stream",
         "aemp cbor",
         "tokio serde",
         "tokio json",
         "tokio lp",
         "json/serde",
         "json/tokio",
+        "stream/serde",
         "RSS MiB json c/s",
         "cbor c/s"
     );
@@ -1249,7 +1297,7 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
                 (None, true) => "err".into(),
                 (None, false) => "—".into(),
             };
-            let ratio = |ceiling: Impl| match (value(Impl::AempJson), value(ceiling)) {
+            let ratio = |imp: Impl, ceiling: Impl| match (value(imp), value(ceiling)) {
                 (Some(a), Some(t)) if t > 0.0 => format!("{:.2}", a / t),
                 _ => "—".into(),
             };
@@ -1268,16 +1316,18 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
                 }
             };
             println!(
-                "{:<18} {:<14} {:>10} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11}   {:>16}  {:>14}",
+                "{:<18} {:<14} {:>10} {:>11} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11} {:>12}   {:>16}  {:>14}",
                 if i == 0 { spec.label } else { "" },
                 metric,
                 show(Impl::AempJson),
+                show(Impl::AempStream),
                 show(Impl::AempCbor),
                 show(Impl::TokioSerde),
                 show(Impl::TokioJson),
                 show(Impl::TokioLp),
-                ratio(Impl::TokioSerde),
-                ratio(Impl::TokioJson),
+                ratio(Impl::AempJson, Impl::TokioSerde),
+                ratio(Impl::AempJson, Impl::TokioJson),
+                ratio(Impl::AempStream, Impl::TokioSerde),
                 rss(Impl::AempJson),
                 rss(Impl::AempCbor)
             );

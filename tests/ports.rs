@@ -226,3 +226,83 @@ async fn an_unreachable_node_drops_its_queue_and_fires_monitors_after_the_connec
         ]
     );
 }
+
+/// Counts `n` messages from a port stream, then reports their sequence numbers.
+struct StreamCounter {
+    seen: Vec<u64>,
+    want: usize,
+    done: Option<mpsc::UnboundedSender<Vec<u64>>>,
+    _port: Port,
+}
+impl Actor for StreamCounter {
+    type Context = Context<Self>;
+}
+impl StreamHandler<Message> for StreamCounter {
+    fn handle(&mut self, m: Message, _: &mut Context<Self>) {
+        let (_, seq): (String, u64) = m.decode().unwrap();
+        self.seen.push(seq);
+        if self.seen.len() == self.want
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(std::mem::take(&mut self.seen));
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_stream_port_feeds_an_actor_every_remote_message_in_order() {
+    let (a, b) = pair().await;
+    let (tx, mut done) = mpsc::unbounded_channel();
+    let mut id = String::new();
+    StreamCounter::create(|ctx| {
+        let (port, stream) = b.port_stream();
+        id = port.id().to_owned();
+        ctx.add_stream(stream);
+        StreamCounter {
+            seen: Vec::new(),
+            want: 20_000,
+            done: Some(tx),
+            _port: port,
+        }
+    });
+    for seq in 0..20_000u64 {
+        a.send(&id, &("n", seq)).await.unwrap();
+    }
+    let seen = next(&mut done).await;
+    assert_eq!(seen, (0..20_000).collect::<Vec<u64>>());
+}
+
+#[actix_rt::test]
+async fn a_killed_stream_port_ends_its_stream_after_what_was_queued() {
+    let (a, b) = pair().await;
+    let (port, mut stream) = b.port_stream();
+    let id = port.detach();
+    let (me, mut sync) = a.port_channel(4);
+    a.snd(&id, &("one",)).unwrap();
+    // A relay through b after "one": b has handled "one" when it comes back.
+    a.snd(b.id(), &("snd", me.id(), "synced")).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sync.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    b.kil(&id, vec![Value::from("bye")]).unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.recv())
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap().tag().as_deref(), Some("one"));
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.recv())
+        .await
+        .unwrap();
+    assert!(end.is_none());
+}
+
+#[actix_rt::test]
+async fn dropping_a_port_stream_kills_its_port_at_the_next_message() {
+    let (a, b) = pair().await;
+    let (port, stream) = b.port_stream();
+    let id = port.detach();
+    let mut fired = watch(&a, &id).await;
+    drop(stream);
+    a.snd(&id, &("anyone there?",)).unwrap();
+    assert_eq!(next(&mut fired).await, Vec::<Value>::new());
+}

@@ -320,8 +320,8 @@ impl Inbound {
                 }
             }
         } else {
-            if let Some(r) = self.shared.live_port(&mut self.ports, &dest) {
-                r.do_send(Message::from_packet(peer.clone(), packet));
+            if let Some(inbox) = self.shared.live_port(&mut self.ports, &dest) {
+                inbox.deliver(Message::from_packet(peer.clone(), packet));
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use actix::Recipient;
+use super::port_stream::Inbox;
 
 use super::message::Message;
 use crate::proto::value::Value;
@@ -28,12 +28,12 @@ impl Watcher {
 #[derive(Default)]
 pub(crate) struct PortCache {
     name: String,
-    recipient: Option<Recipient<Message>>,
+    inbox: Option<Inbox>,
     removals: u64,
 }
 
 pub(crate) struct PortEntry {
-    pub recipient: Recipient<Message>,
+    pub inbox: Inbox,
     pub monitors: Vec<(u64, Watcher)>,
 }
 
@@ -46,7 +46,10 @@ pub(crate) struct PortTable {
 impl PortTable {
     /// Removes a port and returns its watchers, to be fired outside the lock.
     pub fn remove(&mut self, name: &str) -> Option<Vec<(u64, Watcher)>> {
-        self.ports.remove(name).map(|e| e.monitors)
+        self.ports.remove(name).map(|e| {
+            e.inbox.close();
+            e.monitors
+        })
     }
 }
 
@@ -61,41 +64,33 @@ impl Shared {
         format!("{}.{}", self.uniq, self.next())
     }
 
-    /// The recipient behind a local port.
-    pub fn port_recipient(&self, port: &str) -> Option<Recipient<Message>> {
-        read(&self.ports)
-            .ports
-            .get(port)
-            .map(|e| e.recipient.clone())
+    /// Where a local port's messages go.
+    fn port_inbox(&self, port: &str) -> Option<Inbox> {
+        read(&self.ports).ports.get(port).map(|e| e.inbox.clone())
     }
 
     /// Delivers a message to a local port; unknown ports drop it with a debug log.
     pub fn deliver_local(&self, port: &str, msg: Message) {
-        if let Some(r) = self.live_port(&mut PortCache::default(), port) {
-            // do_send: a port has no queue limit in AEMP, and try_send would drop silently
-            // whenever the actor's mailbox is momentarily full.
-            r.do_send(msg);
+        if let Some(inbox) = self.live_port(&mut PortCache::default(), port) {
+            inbox.deliver(msg);
         }
     }
 
-    /// The recipient of a live local port, remembered in `cache`: a link whose packets mostly
-    /// go to one port looks it up once, not once per packet. A port whose actor has stopped
-    /// dies here (no reason); unknown ports are logged at debug level.
-    pub fn live_port<'c>(
-        &self,
-        cache: &'c mut PortCache,
-        port: &str,
-    ) -> Option<&'c Recipient<Message>> {
+    /// The inbox of a live local port, remembered in `cache`: a link whose packets mostly go
+    /// to one port looks it up once, not once per packet. A port whose actor has stopped (or
+    /// whose stream was dropped) dies here, with no reason; unknown ports are logged at debug
+    /// level.
+    pub fn live_port<'c>(&self, cache: &'c mut PortCache, port: &str) -> Option<&'c Inbox> {
         let removals = self.port_removals.load(Ordering::Acquire);
         if cache.removals != removals || cache.name != port {
-            cache.recipient = self.port_recipient(port);
+            cache.inbox = self.port_inbox(port);
             cache.removals = removals;
             port.clone_into(&mut cache.name);
         }
-        match &cache.recipient {
-            Some(r) if r.connected() => cache.recipient.as_ref(),
+        match &cache.inbox {
+            Some(inbox) if inbox.is_live() => cache.inbox.as_ref(),
             Some(_) => {
-                cache.recipient = None;
+                cache.inbox = None;
                 self.kill_local(port, Vec::new());
                 None
             }
