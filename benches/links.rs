@@ -20,22 +20,30 @@
 //!   round trips per second).
 //! * **window**: N messages through the echo port with 100 in flight (messages per second).
 //!
-//! The server's sink and echo ports are plain actors (`Node::port`) that decode each message's
-//! tag into an enum (echo also its payload, which it sends back with `Node::snd`); the client
-//! receives on a `Node::port_channel`. Links are up (handshake done) before any clock starts.
+//! The server's sink and echo ports are plain actors that decode each message's tag into an
+//! enum (echo also its sequence number and payload, which it sends back with `Node::snd`); the
+//! client receives on a `Node::port_stream`. Links are up (handshake done) before any clock
+//! starts.
 //!
 //! Columns of the table:
 //! * `aemp json`: two aemp nodes, dialect P1b (`DialectMode::Fixed`), json framing,
-//!   hmac_md6 auth. `aemp cbor`: the same with P2 (cbor framing); only one-way 16 B and window.
-//! * `tokio json`: the ceiling. A current-thread tokio program, no actix, no node: the sender
-//!   encodes the very packet bytes aemp sends (`["<port>","m",seq,"<payload>"]`, with
-//!   `aemp::proto::framing::encode_packet`) into a batch written when it passes 64 KiB (or
-//!   when nothing more is queued); the receiver cuts packets with a small bracket/string-aware
-//!   scanner of its own and counts them; the echo server writes every received packet back.
+//!   hmac_md6 auth; the server's ports are `Node::port` recipients (`Handler<Message>`).
+//! * `aemp stream`: the same with `Node::port_stream` ports (`StreamHandler<Message>`).
+//! * `aemp cbor`: as `aemp json` with P2 (cbor framing); only one-way 16 B and window.
+//! * `tokio serde`: the ceiling the gate is measured against. A current-thread tokio program,
+//!   no actix, no node: the sender encodes the very packet bytes aemp sends
+//!   (`["<port>","m",seq,"<payload>"]`, with `aemp::proto::framing::encode_packet`) into a
+//!   batch written when it passes 64 KiB (or when nothing more is queued); the receiver cuts
+//!   packets with a small bracket/string-aware scanner of its own and decodes each with
+//!   serde_json into the types the aemp ports decode (destination borrowed, tag enum, and for
+//!   the echo the sequence number and payload, re-encoded into its answer); the client decodes
+//!   each answer's tag, as the aemp client does.
+//! * `tokio json`: the same bytes, but the receiver only cuts and counts packets (the echo
+//!   writes every received packet back unread): what moving the bytes alone costs.
 //! * `tokio lp`: the same workloads with length-prefixed frames (u32 big-endian length + the
 //!   raw payload, no JSON): a lower bound on what the framing itself costs.
-//! * `json/tokio`: aemp json divided by tokio json (for rates below 1 means slower than the
-//!   ceiling; for latencies above 1 means slower).
+//! * `json/serde`, `json/tokio`, `stream/serde`: aemp divided by a ceiling (for rates below 1
+//!   means slower than the ceiling; for latencies above 1 means slower).
 //! * `RSS MiB c/s`: peak resident set (VmHWM) of the aemp client and server process, the
 //!   largest over the runs of that workload, for json and cbor.
 //!
@@ -62,7 +70,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, StreamHandler};
-use aemp::node::{DialectMode, Message, Node, NodeConfig, Port, split_port_id};
+use aemp::node::{DialectMode, Message, Node, NodeConfig, Port, PortStream, split_port_id};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::framing::{Framing, encode_packet};
 use bytes::{Buf, BufMut, BytesMut};
@@ -70,7 +78,6 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 const SECRET: &[u8] = b"links bench secret";
 /// The tokio ceiling's destination: as long as an aemp port name (`<8 chars>.<n>`).
@@ -390,7 +397,7 @@ async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
 // ---- aemp client ---------------------------------------------------------------------------
 
 /// The next message on a reply port, as `(tag, number)`.
-async fn reply(rx: &mut mpsc::Receiver<Message>, within: Duration) -> Result<(Tag, u64), String> {
+async fn reply(rx: &mut PortStream, within: Duration) -> Result<(Tag, u64), String> {
     let msg = tokio::time::timeout(within, rx.recv())
         .await
         .map_err(|_| format!("no reply within {within:?}"))?
@@ -419,7 +426,7 @@ async fn aemp_client(
         .map_err(|e| e.to_string())?;
     let (server, _) = split_port_id(sink);
     node.add_node_addresses(server, vec![addr]);
-    let (me, mut rx) = node.port_channel(4 * WINDOW + 16);
+    let (me, mut rx) = node.port_stream();
     let me = me.id().to_owned();
     let err = |e: aemp::node::NodeError| e.to_string();
     // Link up (handshake) before any clock starts.
@@ -518,7 +525,7 @@ async fn aemp_links(l: usize, inflight: usize, addr: String, sink: &str) -> Resu
     // The probe links first, so the server's "before" already counts one link.
     let probe = Node::start(config()).await.map_err(err)?;
     probe.add_node_addresses(server, vec![addr.clone()]);
-    let (probe_port, mut probe_rx) = probe.port_channel(16);
+    let (probe_port, mut probe_rx) = probe.port_stream();
     let server_before = server_rss(&probe, sink, &probe_port, &mut probe_rx).await?;
     settle().await;
     let client_before = mem_kib("self").0;
@@ -526,7 +533,7 @@ async fn aemp_links(l: usize, inflight: usize, addr: String, sink: &str) -> Resu
     for _ in 0..l {
         let node = Node::start(config()).await.map_err(err)?;
         node.add_node_addresses(server, vec![addr.clone()]);
-        let (port, rx) = node.port_channel(4);
+        let (port, rx) = node.port_stream();
         nodes.push((node, port, rx));
     }
     settle().await;
@@ -568,7 +575,7 @@ async fn aemp_links(l: usize, inflight: usize, addr: String, sink: &str) -> Resu
 
 /// Waits for the sink's answer on node `i`'s reply port.
 async fn pong(
-    nodes: &mut [(Node, Port, mpsc::Receiver<Message>)],
+    nodes: &mut [(Node, Port, PortStream)],
     i: usize,
     deadline: tokio::time::Instant,
 ) -> Result<(), String> {
@@ -589,7 +596,7 @@ async fn server_rss(
     probe: &Node,
     sink: &str,
     port: &Port,
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &mut PortStream,
 ) -> Result<u64, String> {
     probe
         .snd(sink, &("rss", 0, port.id()))

@@ -26,7 +26,7 @@ fn main() {
         .await
         .expect("start node");
         node.add_node_addresses(split_port_id(&server).0, vec![addr]);
-        let (me, mut inbox) = node.port_channel(1024);
+        let (me, mut inbox) = node.port_stream();
         node.snd(&server, &("join", me.id(), nick.as_str()))
             .expect("join");
         let (tx, mut gone) = tokio::sync::mpsc::unbounded_channel();

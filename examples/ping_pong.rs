@@ -57,7 +57,7 @@ async fn ping(addr: String, pong_port: Option<String>) {
     let pong_port = pong_port.expect("ping needs the pong port id");
     let (pong_node, _) = aemp::node::split_port_id(&pong_port);
     node.add_node_addresses(pong_node, vec![addr]);
-    let (me, mut replies) = node.port_channel(16);
+    let (me, mut replies) = node.port_stream();
     println!("ping node {} -> pong port {pong_port}", node.id());
     for n in 0..10u64 {
         let t = Instant::now();

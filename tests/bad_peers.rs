@@ -62,7 +62,7 @@ async fn closed_by_node(s: &mut TcpStream) {
 
 /// One healthy round trip from `healthy` to `port` on the node under test.
 async fn round_trip(healthy: &Node, port: &str, n: u32) {
-    let (me, mut rx) = healthy.port_channel(4);
+    let (me, mut rx) = healthy.port_stream();
     healthy.snd(port, &(me.id(), "echo", n)).unwrap();
     let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -219,4 +219,49 @@ async fn a_silent_p0_peer_is_dropped_after_its_advertised_timeout() {
         ] as Vec<aemp::proto::value::Value>
     );
     closed_by_node(&mut s).await;
+}
+
+#[actix_rt::test]
+async fn a_peer_failing_auth_still_gets_our_auth_line_when_both_its_lines_came_at_once() {
+    use aemp::node::DialectMode;
+    // A fixed dialect greets at once, so the peer can send its greeting and auth line in one
+    // write: the node must still send its own auth line before closing.
+    let node = Node::start(NodeConfig {
+        dialect: DialectMode::Fixed(Dialect::P0),
+        ..NodeConfig::with_secret("k")
+    })
+    .await
+    .unwrap();
+    let mut s = TcpStream::connect(node.listeners()[0]).await.unwrap();
+    let mut hs = Handshake::new(HandshakeConfig::new(
+        "impostor",
+        b"not-k".to_vec(),
+        Dialect::P0,
+    ))
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut sent = false;
+    let err = loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the node neither answered nor closed")
+            .unwrap_or(0);
+        if n == 0 {
+            break hs.feed_eof().unwrap_err();
+        }
+        if let Err(e) = hs.feed(&buf[..n]) {
+            break e;
+        }
+        while let Some(ev) = hs.poll_event() {
+            if let Event::PeerGreeting(_) = ev {
+                hs.accept_peer(None).unwrap();
+            }
+        }
+        if !sent && hs.has_output() {
+            // Our line 1 and auth line together, in one write.
+            s.write_all(&hs.take_output()).await.unwrap();
+            sent = true;
+        }
+    };
+    assert!(err.to_string().contains("shared secret mismatch"), "{err}");
 }

@@ -33,7 +33,7 @@ async fn watch(node: &Node, port: &str) -> mpsc::UnboundedReceiver<Vec<Value>> {
     })
     .detach();
     // A relay through the target node's port comes back after the mon1 was handled there.
-    let (me, mut sync) = node.port_channel(1);
+    let (me, mut sync) = node.port_stream();
     let (target, _) = aemp::node::split_port_id(port);
     node.snd(target, &("snd", me.id(), "synced")).unwrap();
     tokio::time::timeout(Duration::from_secs(10), sync.recv())
@@ -151,7 +151,7 @@ async fn a_node_whose_link_died_is_dialled_again_on_the_next_send() {
     let b1 = Node::start(config.clone()).await.unwrap();
     let addr = b1.listeners()[0].to_string();
     a.add_node_addresses("comes-back", vec![addr.clone()]);
-    let (p1, mut rx1) = b1.port_channel(4);
+    let (p1, mut rx1) = b1.port_stream();
     let name = p1.id().to_owned();
     a.snd(&name, &("one",)).unwrap();
     tokio::time::timeout(Duration::from_secs(10), rx1.recv())
@@ -172,7 +172,7 @@ async fn a_node_whose_link_died_is_dialled_again_on_the_next_send() {
     })
     .await
     .unwrap();
-    let (me, mut rx) = a.port_channel(4);
+    let (me, mut rx) = a.port_stream();
     a.snd("comes-back", &("snd", me.id(), "back")).unwrap();
     let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -277,7 +277,7 @@ async fn a_killed_stream_port_ends_its_stream_after_what_was_queued() {
     let (a, b) = pair().await;
     let (port, mut stream) = b.port_stream();
     let id = port.detach();
-    let (me, mut sync) = a.port_channel(4);
+    let (me, mut sync) = a.port_stream();
     a.snd(&id, &("one",)).unwrap();
     // A relay through b after "one": b has handled "one" when it comes back.
     a.snd(b.id(), &("snd", me.id(), "synced")).unwrap();

@@ -202,7 +202,7 @@ async fn a_monitor_fires_with_transport_error_when_the_peer_process_is_killed() 
     })
     .detach();
     // Round trip through the echo port first, so that the link and the monitor are in place.
-    let (me, mut rx) = node.port_channel(4);
+    let (me, mut rx) = node.port_stream();
     node.snd(&run.echo, &(me.id(), "hi", 1)).unwrap();
     let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await

@@ -12,7 +12,6 @@ use aemp::proto::framing::{Framing, encode_packet};
 use aemp::proto::greeting::Nonce;
 use aemp::proto::handshake::{Event, Handshake, HandshakeConfig, TlsRole};
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -119,18 +118,18 @@ fn introduce(a: &Node, b: &Node) {
     );
 }
 
-async fn recv<T>(rx: &mut mpsc::Receiver<T>) -> T {
+async fn recv(rx: &mut aemp::node::PortStream) -> aemp::node::Message {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("timed out")
-        .expect("channel closed")
+        .expect("port closed")
 }
 
 /// a → b and back; returns a's TLS role on the link.
 async fn exchange(a: &Node, b: &Node) -> Option<TlsRole> {
     introduce(a, b);
-    let (pa, mut rxa) = a.port_channel(16);
-    let (pb, mut rxb) = b.port_channel(16);
+    let (pa, mut rxa) = a.port_stream();
+    let (pb, mut rxb) = b.port_stream();
     a.snd(pb.id(), &("ping", pa.id())).unwrap();
     let m = recv(&mut rxb).await;
     assert_eq!(&*m.from, a.id());
@@ -184,7 +183,7 @@ async fn a_foreign_certificate_is_refused_and_the_node_keeps_serving() {
     let a = node(Dialect::P2, Some(vector()), b"", false).await;
     let foreign = node(Dialect::P2, Some(fresh()), b"", false).await;
     introduce(&foreign, &a);
-    let (pa, _rxa) = a.port_channel(16);
+    let (pa, _rxa) = a.port_stream();
     foreign.snd(pa.id(), &("let me in",)).unwrap();
     // The TLS client checks first; the other end then sees its alert.
     let la = logged(&a, &["TLS with"]).await;
@@ -211,7 +210,7 @@ async fn require_tls_refuses_a_plaintext_peer_which_others_accept_by_secret() {
     let lenient = node(Dialect::P0, Some(vector()), b"k", false).await;
     let plain = node(Dialect::P0, None, b"k", false).await;
     introduce(&plain, &strict);
-    let (ps, _rxs) = strict.port_channel(16);
+    let (ps, _rxs) = strict.port_stream();
     plain.snd(ps.id(), &("x",)).unwrap();
     logged(
         &strict,
@@ -393,7 +392,7 @@ async fn the_first_packet_in_the_auth_lines_segment_is_delivered() {
         for nonce in ["+", "~"] {
             let settings = vector();
             let a = node(dialect, Some(settings.clone()), b"", false).await;
-            let (port, mut rx) = a.port_channel(16);
+            let (port, mut rx) = a.port_stream();
             let mut events = a.node_events();
             let mut raw = Raw::new(&format!("raw/first{nonce}"), nonce, &settings, port.id());
             raw.dialect = dialect;
@@ -427,7 +426,7 @@ async fn the_first_packet_in_the_auth_lines_segment_is_delivered() {
 async fn a_peer_without_a_certificate_is_refused_and_may_retry() {
     let settings = vector();
     let a = node(Dialect::P0, Some(settings.clone()), b"", false).await;
-    let (port, mut rx) = a.port_channel(16);
+    let (port, mut rx) = a.port_stream();
     let anonymous = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -457,7 +456,7 @@ async fn a_foreign_certificate_is_refused_in_either_role() {
         rustls::pki_types::PrivateKeyDer::from_pem_slice(theirs_pem.as_bytes()).unwrap();
     for nonce in ["+", "~"] {
         let a = node(Dialect::P0, Some(ours.clone()), b"", false).await;
-        let (port, _rx) = a.port_channel(16);
+        let (port, _rx) = a.port_stream();
         // The raw peer trusts the node, but has its own certificate, which the node does not.
         let mut raw = Raw::new(&format!("raw/foreign{nonce}"), nonce, &theirs, port.id());
         let provider = tls::provider;
@@ -491,7 +490,7 @@ async fn a_foreign_certificate_is_refused_in_either_role() {
 async fn plaintext_where_tls_was_due_is_refused() {
     let settings = vector();
     let a = node(Dialect::P0, Some(settings.clone()), b"", false).await;
-    let (port, _rx) = a.port_channel(16);
+    let (port, _rx) = a.port_stream();
     let mut raw = Raw::new("raw/plain", "+", &settings, port.id());
     raw.then = Then::Plaintext;
     let err = raw.run(addr(&a)).await.unwrap_err();

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use aemp::node::{DialectMode, Message, Node, NodeConfig};
+use aemp::node::{DialectMode, Message, Node, NodeConfig, PortStream};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::value::Value;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -257,7 +257,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
             node.snd(&port, &msg).map_err(|e| e.to_string())?;
             let (target, _) = aemp::node::split_port_id(&port);
-            let (reply, mut rx) = node.port_channel(16);
+            let (reply, mut rx) = node.port_stream();
             node.snd(target, &("snd", reply.id(), "message sent successfully"))
                 .map_err(|e| e.to_string())?;
             let _ = wait(&mut rx, timeout)
@@ -293,7 +293,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn wait(rx: &mut mpsc::Receiver<Message>, timeout: Duration) -> Option<Message> {
+async fn wait(rx: &mut PortStream, timeout: Duration) -> Option<Message> {
     tokio::time::timeout(timeout, rx.recv())
         .await
         .ok()
@@ -333,7 +333,7 @@ async fn bench(
     timeout: Duration,
 ) -> Result<(), String> {
     let payload = "x".repeat(size);
-    let (reply, mut rx) = node.port_channel(window.max(1) * 2 + 16);
+    let (reply, mut rx) = node.port_stream();
     let reply_id = reply.id().to_owned();
     let mut rtts = Vec::with_capacity(if matches!(mode, Mode::Oneway) { 0 } else { n });
     let start = Instant::now();

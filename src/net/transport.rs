@@ -433,7 +433,10 @@ impl Actor for Transport {
         if let Some(q) = self.queue.take() {
             q.close();
         }
-        for task in [self.writer.take(), self.reader.take()].into_iter().flatten() {
+        for task in [self.writer.take(), self.reader.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         if let Some(r) = self.shared.registry() {
@@ -586,7 +589,12 @@ async fn handshake(
                         None => Err("node is shutting down".into()),
                     };
                     match verdict {
-                        Ok(()) => hs.accept_peer(None).map_err(hs_err)?,
+                        Ok(()) => {
+                            if let Err(e) = hs.accept_peer(None) {
+                                flush_on_failure(&mut stream, &mut hs).await;
+                                return Err(hs_err(e));
+                            }
+                        }
                         Err(reason) => return Err(hs_err(hs.refuse(reason))),
                     }
                 }
@@ -668,8 +676,19 @@ async fn handshake(
         if let Err(e) = hs.feed(buf.get(..n).unwrap_or_default()) {
             // A version mismatch fails at line 1: the registry may redial in the peer's dialect.
             claimed.note_mismatch(&hs);
+            flush_on_failure(&mut stream, &mut hs).await;
             return Err(hs_err(e));
         }
+    }
+}
+
+/// A handshake that failed on the peer's auth line may still hold our own auth line (both
+/// lines can arrive in one read): send it, so that the peer learns the secrets differ instead
+/// of seeing the connection just close. Best effort, briefly.
+async fn flush_on_failure(stream: &mut LinkStream, hs: &mut Handshake) {
+    let out = hs.take_output();
+    if !out.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), write_flush(stream, &out)).await;
     }
 }
 

@@ -37,7 +37,12 @@ fn approx_size(v: &Value) -> usize {
         Value::Str(s) => s.len() + 3,
         Value::Bytes(b) => b.len() + 3,
         Value::Array(a) => a.iter().map(approx_size).sum::<usize>() + 2,
-        Value::Map(m) => m.iter().map(|(k, v)| k.len() + 4 + approx_size(v)).sum::<usize>() + 2,
+        Value::Map(m) => {
+            m.iter()
+                .map(|(k, v)| k.len() + 4 + approx_size(v))
+                .sum::<usize>()
+                + 2
+        }
         _ => 8,
     }
 }
@@ -63,7 +68,10 @@ pub(crate) struct LinkTx {
 pub(crate) enum LinkSlot {
     Up(LinkTx),
     /// Messages for a node that is not up yet, and about how many bytes they will take.
-    Pending { queue: Vec<Outgoing>, bytes: usize },
+    Pending {
+        queue: Vec<Outgoing>,
+        bytes: usize,
+    },
 }
 
 impl Shared {
@@ -252,7 +260,9 @@ impl Shared {
         if let Some(LinkSlot::Pending { queue, .. }) = links.remove(node) {
             for out in &queue {
                 // Past the bound if need be: these were accepted while the link was pending.
-                let pushed = link.queue.push_unbounded(|buf| encode_outgoing(&link, out, buf));
+                let pushed = link
+                    .queue
+                    .push_unbounded(|buf| encode_outgoing(&link, out, buf));
                 if let Err(e) = pushed {
                     tracing::warn!(node = %self.id, peer = node, "dropping queued message: {e}");
                 }

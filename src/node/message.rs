@@ -110,7 +110,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for SkipFirst<T> {
 pub fn split_port_id(port: &str) -> (&str, &str) {
     match memchr::memchr(b'#', port.as_bytes()) {
         // `#` is ASCII, so both sides are on char boundaries.
-        Some(i) => (port.get(..i).unwrap_or(port), port.get(i + 1..).unwrap_or("")),
+        Some(i) => (
+            port.get(..i).unwrap_or(port),
+            port.get(i + 1..).unwrap_or(""),
+        ),
         None => (port, ""),
     }
 }

@@ -11,11 +11,11 @@ mod kernel;
 mod links;
 pub mod message;
 mod peer;
+mod port_stream;
 mod ports;
 pub mod rcv;
 pub mod registry;
 pub(crate) mod send_queue;
-mod port_stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,17 +26,16 @@ use std::sync::{
 
 use actix::{Actor, Addr, ArbiterHandle, Recipient};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 pub use config::{DialectMode, NodeConfig};
 pub use links::transport_error;
 pub(crate) use links::{LinkSlot, LinkTx, Outgoing};
 pub use message::{Message, split_port_id};
 pub use peer::{ConnectionStats, InitFn};
-use ports::ChannelPort;
-pub(crate) use ports::PortCache;
 pub use port_stream::PortStream;
 use port_stream::{Inbox, StreamQueue};
+pub(crate) use ports::PortCache;
 pub use ports::{MonitorGuard, Port};
 pub use rcv::{PortContext, Rcv};
 
@@ -385,15 +384,6 @@ impl Node {
     /// actor runs on the current arbiter.
     pub fn rcv(&self) -> Rcv {
         Rcv::new(self.clone())
-    }
-
-    /// Creates a port whose messages arrive on a channel (for code that is not an actor).
-    /// At most `capacity` messages wait; more are dropped with a warning, as a port that
-    /// cannot keep up would lose them.
-    pub fn port_channel(&self, capacity: usize) -> (Port, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let port = self.port(ChannelPort(tx).start().recipient());
-        (port, rx)
     }
 
     /// Sends a message to a port, local or remote. Never blocks and never fails for delivery

@@ -55,7 +55,7 @@ impl PortTable {
 
 // ---- ports and monitors as the node sees them ---------------------------------------------
 
-use super::{Dialect, LinkSlot, PoisonError, Shared, kernel, lock, mpsc, read, write};
+use super::{Dialect, LinkSlot, PoisonError, Shared, kernel, lock, read, write};
 
 impl Shared {
     // ---- local ports -------------------------------------------------------------------
@@ -248,26 +248,6 @@ impl Drop for Port {
 impl std::fmt::Debug for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Port({})", self.id)
-    }
-}
-
-/// The actor behind [`Node::port_channel`](super::Node::port_channel).
-pub(crate) struct ChannelPort(pub mpsc::Sender<Message>);
-
-impl actix::Actor for ChannelPort {
-    type Context = actix::Context<Self>;
-}
-
-impl actix::Handler<Message> for ChannelPort {
-    type Result = ();
-    fn handle(&mut self, msg: Message, ctx: &mut actix::Context<Self>) {
-        match self.0.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("port channel full: message dropped");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => actix::ActorContext::stop(ctx),
-        }
     }
 }
 
