@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::tls::{Rewind, TlsError};
+use crate::node::port_stream::{Inbox, StreamQueue};
 use crate::node::registry::{Down, Line1, Up};
 use crate::node::send_queue::SendQueue;
 use crate::node::{DialectMode, LinkTx, Message, PortCache, Shared, kernel_deliver};
@@ -267,6 +268,8 @@ impl Transport {
             peer,
             dialect: self.dialect,
             ports: PortCache::default(),
+            batch: Vec::new(),
+            batch_for: None,
         };
         let decoder = PacketDecoder::new(established.recv_framing, self.shared.config.max_packet);
         // Bytes that came with the peer's auth line are the first packets.
@@ -296,34 +299,67 @@ struct Inbound {
     peer: Arc<str>,
     dialect: Dialect,
     ports: PortCache,
+    /// Messages of this read for one stream port, queued there under one lock by `flush`.
+    batch: Vec<Message>,
+    batch_for: Option<Arc<StreamQueue>>,
 }
 
 impl Inbound {
     fn deliver(&mut self, packet: Packet) {
-        let peer = &self.peer;
         let dest = match packet.dest() {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(node = %self.shared.id, %peer, "dropping packet: {e}");
+                tracing::warn!(node = %self.shared.id, peer = %self.peer, "dropping packet: {e}");
                 return;
             }
         };
         if dest.is_empty() {
+            // A node-port request (a kill, say) must see the messages sent before it.
+            self.flush();
             // Keepalives and `devnull` are the bulk of node-port traffic: skip decoding them.
             if matches!(packet.node_request_tag().as_deref(), Ok("" | "devnull")) {
                 return;
             }
             match packet.args() {
-                Ok(args) => kernel_deliver(&self.shared, peer, self.dialect, args),
+                Ok(args) => kernel_deliver(&self.shared, &self.peer, self.dialect, args),
                 Err(e) => {
-                    tracing::warn!(node = %self.shared.id, %peer, "bad node-port request: {e}")
+                    tracing::warn!(node = %self.shared.id, peer = %self.peer, "bad node-port request: {e}")
                 }
             }
-        } else {
-            if let Some(inbox) = self.shared.live_port(&mut self.ports, &dest) {
-                inbox.deliver(Message::from_packet(peer.clone(), packet));
+            return;
+        }
+        let Some(inbox) = self.shared.live_port(&mut self.ports, &dest) else {
+            return;
+        };
+        let msg = Message::from_packet(self.peer.clone(), packet);
+        match inbox {
+            // Stream ports get the messages of a read in one go (see `flush`).
+            Inbox::Stream(q) => {
+                if !self.batch_for.as_ref().is_some_and(|b| Arc::ptr_eq(b, q)) {
+                    flush(&mut self.batch, &mut self.batch_for);
+                    self.batch_for = Some(q.clone());
+                }
+                self.batch.push(msg);
+            }
+            Inbox::Actor(r) => {
+                // Messages batched for a stream port go first: order is kept per link.
+                flush(&mut self.batch, &mut self.batch_for);
+                r.do_send(msg);
             }
         }
+    }
+}
+
+impl Inbound {
+    fn flush(&mut self) {
+        flush(&mut self.batch, &mut self.batch_for);
+    }
+}
+
+/// Queues the batched messages at their stream port.
+fn flush(batch: &mut Vec<Message>, to: &mut Option<Arc<StreamQueue>>) {
+    if let Some(q) = to.take() {
+        q.push_all(batch.drain(..));
     }
 }
 
@@ -749,6 +785,7 @@ async fn reader<R: AsyncRead + Unpin>(
             inbound.deliver(packet);
             delivered += 1;
         }
+        inbound.flush();
         if delivered >= BATCH {
             tokio::task::yield_now().await;
         }

@@ -11,7 +11,7 @@ mod kernel;
 mod links;
 pub mod message;
 mod peer;
-mod port_stream;
+pub(crate) mod port_stream;
 mod ports;
 pub mod rcv;
 pub mod registry;

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -30,7 +31,7 @@ impl Inbox {
     pub fn is_live(&self) -> bool {
         match self {
             Inbox::Actor(r) => r.connected(),
-            Inbox::Stream(q) => !q.state().receiver_gone,
+            Inbox::Stream(q) => !q.receiver_gone.load(Ordering::Relaxed),
         }
     }
 
@@ -56,6 +57,8 @@ impl Inbox {
 pub(crate) struct StreamQueue {
     state: Mutex<QueueState>,
     waker: AtomicWaker,
+    /// The [`PortStream`] was dropped (read per packet, so not under the lock).
+    receiver_gone: AtomicBool,
 }
 
 #[derive(Default)]
@@ -63,8 +66,6 @@ struct QueueState {
     items: VecDeque<Message>,
     /// The port is dead: no more messages will come.
     closed: bool,
-    /// The [`PortStream`] was dropped.
-    receiver_gone: bool,
 }
 
 impl StreamQueue {
@@ -72,6 +73,7 @@ impl StreamQueue {
         StreamQueue {
             state: Mutex::default(),
             waker: AtomicWaker::new(),
+            receiver_gone: AtomicBool::new(false),
         }
     }
 
@@ -80,10 +82,16 @@ impl StreamQueue {
     }
 
     fn push(&self, msg: Message) {
+        self.push_all(std::iter::once(msg));
+    }
+
+    /// Appends messages under one lock.
+    pub fn push_all(&self, msgs: impl IntoIterator<Item = Message>) {
         let was_empty = {
             let mut st = self.state();
-            st.items.push_back(msg);
-            st.items.len() == 1
+            let was_empty = st.items.is_empty();
+            st.items.extend(msgs);
+            was_empty && !st.items.is_empty()
         };
         // The stream takes everything when woken: one wake-up per batch, not per message.
         if was_empty {
@@ -144,9 +152,8 @@ impl Stream for PortStream {
 
 impl Drop for PortStream {
     fn drop(&mut self) {
-        let mut st = self.queue.state();
-        st.receiver_gone = true;
-        st.items.clear();
+        self.queue.receiver_gone.store(true, Ordering::Relaxed);
+        self.queue.state().items.clear();
     }
 }
 
