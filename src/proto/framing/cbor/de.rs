@@ -24,7 +24,7 @@ use serde::de::{
 use super::decode::{Reader, key_string, scalar};
 use super::{
     BREAK, Head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGINT, MAJOR_SIMPLE, MAJOR_TAG,
-    MAJOR_TEXT, MAJOR_UINT, MAX_DEPTH, read_head,
+    MAJOR_TEXT, MAJOR_UINT, MAX_DEPTH, definite_head, read_head,
 };
 use crate::proto::framing::FramingError;
 use crate::proto::value::{Value, ValueError};
@@ -87,7 +87,7 @@ impl<'de> Parser<'de> {
         self.buf.get(self.pos) == Some(&BREAK)
     }
 
-    /// The next item header (the general way; `fast_head` covers the common shapes).
+    /// The next item header (the general way; `definite_head` covers the common shapes).
     fn head(&mut self) -> Result<Head> {
         let head = read_head(self.buf, self.pos)
             .map_err(wire)?
@@ -128,51 +128,26 @@ impl<'de> Parser<'de> {
         Ok(bytes.into_owned())
     }
 
-    /// The next head if it has a definite argument and is complete: (major, argument, size).
-    /// Kept free of `Result` and `Head` so it stays in registers on the hot path.
-    #[inline(always)]
-    fn fast_head(&self) -> Option<(u8, u64, usize)> {
-        let buf = self.buf.get(self.pos..)?;
-        let (&b, rest) = buf.split_first()?;
-        let major = b >> 5;
-        match b & 0x1f {
-            ai @ 0..=23 => Some((major, u64::from(ai), 1)),
-            24 => Some((major, u64::from(*rest.first()?), 2)),
-            25 => Some((
-                major,
-                u64::from(u16::from_be_bytes(*rest.first_chunk()?)),
-                3,
-            )),
-            26 => Some((
-                major,
-                u64::from(u32::from_be_bytes(*rest.first_chunk()?)),
-                5,
-            )),
-            27 => Some((major, u64::from_be_bytes(*rest.first_chunk()?), 9)),
-            _ => None,
-        }
-    }
-
     /// The next item. The common shapes (integers, definite strings and containers) are read
     /// here; tags, simple values, floats and indefinite lengths go the general way.
     #[inline]
     fn item(&mut self) -> Result<Item<'de>> {
-        if let Some((major, arg, len)) = self.fast_head() {
+        if let Some((major, arg, next)) = definite_head(self.buf, self.pos) {
             match major {
                 MAJOR_UINT => {
                     if let Ok(i) = i64::try_from(arg) {
-                        self.pos += len;
+                        self.pos = next;
                         return Ok(Item::Scalar(Value::Int(i)));
                     }
                 }
                 MAJOR_NEGINT => {
                     if let Ok(i) = i64::try_from(arg) {
-                        self.pos += len;
+                        self.pos = next;
                         return Ok(Item::Scalar(Value::Int(-1 - i)));
                     }
                 }
                 MAJOR_BYTES | MAJOR_TEXT => {
-                    let start = self.pos + len;
+                    let start = next;
                     let bytes = usize::try_from(arg)
                         .ok()
                         .and_then(|n| self.buf.get(start..start.checked_add(n)?));
@@ -185,11 +160,11 @@ impl<'de> Parser<'de> {
                     }
                 }
                 MAJOR_ARRAY => {
-                    self.pos += len;
+                    self.pos = next;
                     return Ok(Item::Array(Some(arg)));
                 }
                 MAJOR_MAP => {
-                    self.pos += len;
+                    self.pos = next;
                     return Ok(Item::Map(Some(arg)));
                 }
                 _ => {}
@@ -276,10 +251,54 @@ impl<'de> Parser<'de> {
 
     /// Walks past one item, checking it as `to_value` would. Recursion is bounded by `enter`.
     fn skip(&mut self) -> Result<()> {
-        match self.item()? {
-            Item::Array(left) => self.skip_body(false, left),
-            Item::Map(left) => self.skip_body(true, left),
-            Item::Scalar(_) | Item::Str(_) | Item::Bytes(_) => Ok(()),
+        match self.pass()? {
+            None => Ok(()),
+            Some((map, left)) => self.skip_body(map, left),
+        }
+    }
+
+    /// Walks past a map key: anything `to_value` can stringify.
+    fn skip_key(&mut self) -> Result<()> {
+        match self.pass()? {
+            None => Ok(()),
+            Some(_) => Err(custom("map key is an array or a map")),
+        }
+    }
+
+    /// Walks past the next item if it is a scalar or a string, checking what `to_value` checks but
+    /// building nothing (strings need not be UTF-8 there); a container is only opened: whether it
+    /// is a map, and its count (`None` if it ends with a break).
+    #[inline]
+    fn pass(&mut self) -> Result<Option<(bool, Option<u64>)>> {
+        if let Some((major, arg, next)) = definite_head(self.buf, self.pos) {
+            match major {
+                // Simple values and floats with a definite argument are all accepted.
+                MAJOR_UINT | MAJOR_NEGINT | MAJOR_SIMPLE => {
+                    self.pos = next;
+                    return Ok(None);
+                }
+                MAJOR_BYTES | MAJOR_TEXT => {
+                    let end = usize::try_from(arg)
+                        .ok()
+                        .and_then(|n| next.checked_add(n))
+                        .filter(|&end| end <= self.buf.len())
+                        .ok_or_else(|| custom("truncated item"))?;
+                    self.pos = end;
+                    return Ok(None);
+                }
+                MAJOR_ARRAY | MAJOR_MAP => {
+                    self.pos = next;
+                    return Ok(Some((major == MAJOR_MAP, Some(arg))));
+                }
+                _ => {}
+            }
+        }
+        let head = self.untagged_head()?;
+        let left = (!head.indefinite()).then_some(head.arg);
+        match head.major {
+            MAJOR_BYTES | MAJOR_TEXT => self.string(head).map(|_| None),
+            MAJOR_ARRAY | MAJOR_MAP => Ok(Some((head.major == MAJOR_MAP, left))),
+            _ => scalar(head).map(|_| None).map_err(wire),
         }
     }
 
@@ -288,7 +307,7 @@ impl<'de> Parser<'de> {
         let entered = self.enter(left)?;
         while self.more(left) {
             if map {
-                self.key()?;
+                self.skip_key()?;
             }
             self.skip()?;
             if let Some(n) = &mut left {
@@ -424,7 +443,7 @@ impl<'de> Deserializer<'de> for &mut Parser<'de> {
         // Whatever of the entry the visitor left unread must still be well-formed.
         match state.get() {
             EnumState::Start => {
-                self.key()?;
+                self.skip_key()?;
                 self.skip()?;
             }
             EnumState::Key => self.skip()?,
@@ -906,6 +925,7 @@ mod tests {
         agree::<IgnoredAny>(b)?;
         agree::<Vec<IgnoredAny>>(b)?;
         agree::<(String, IgnoredAny)>(b)?;
+        agree::<(Unit, IgnoredAny, IgnoredAny)>(b)?;
         agree::<Vec<Option<i64>>>(b)?;
         agree::<Vec<u8>>(b)?;
         agree::<Vec<i8>>(b)?;

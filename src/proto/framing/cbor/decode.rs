@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AI_INDEFINITE, BREAK, Head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGINT, MAJOR_TAG,
-    MAJOR_TEXT, MAJOR_UINT, MAX_DEPTH, malformed, read_head, truncated,
+    MAJOR_TEXT, MAJOR_UINT, MAX_DEPTH, definite_head, malformed, read_head, truncated,
 };
 use crate::proto::framing::{Framing, FramingError};
 use crate::proto::value::{self, Value};
@@ -261,6 +261,14 @@ fn f16_to_f64(h: u16) -> f64 {
 }
 
 pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
+    match flat_dest(bytes) {
+        Some(d) => Ok(Cow::Borrowed(d)),
+        None => dest_general(bytes),
+    }
+}
+
+/// The destination of any packet shape, with the errors `dest` reports.
+fn dest_general(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     let mut r = Reader::new(bytes);
     let head = r.head()?;
     if head.major != MAJOR_ARRAY {
@@ -285,6 +293,24 @@ pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
             .map(Cow::Owned)
             .map_err(|_| malformed("destination is not UTF-8")),
     }
+}
+
+/// The destination when it is a definite UTF-8 string right after a definite array head (or the
+/// array is empty), as CBOR::XS writes it; `None` sends the packet the general way.
+#[inline]
+fn flat_dest(bytes: &[u8]) -> Option<&str> {
+    let (MAJOR_ARRAY, count, pos) = definite_head(bytes, 0)? else {
+        return None;
+    };
+    if count == 0 {
+        return Some("");
+    }
+    let (major, len, start) = definite_head(bytes, pos)?;
+    if !matches!(major, MAJOR_BYTES | MAJOR_TEXT) {
+        return None;
+    }
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    std::str::from_utf8(bytes.get(start..end)?).ok()
 }
 
 pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
@@ -322,9 +348,24 @@ pub(super) fn decode_via_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, F
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{EXAMPLE, hex, s};
+    use super::super::tests::{EXAMPLE, arb_stream, hex, s};
     use super::*;
+    use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The destination's fast path gives what the general reader gives, on whole packets,
+        /// prefixes and trailing garbage alike.
+        #[test]
+        fn dest_fast_path_changes_nothing(stream in arb_stream(), cut in any::<prop::sample::Index>()) {
+            let cut = cut.index(stream.len() + 1);
+            for b in [&stream[..], &stream[..cut]] {
+                prop_assert_eq!(dest(b), dest_general(b));
+            }
+        }
+    }
 
     #[test]
     fn half_floats() {

@@ -122,6 +122,22 @@ fn read_head(buf: &[u8], pos: usize) -> Result<Option<Head>, FramingError> {
     }))
 }
 
+/// The head at `buf[pos]` if it is complete and has a definite argument (additional information
+/// 0 to 27): major type, argument, and the position after the head.
+#[inline(always)]
+fn definite_head(buf: &[u8], pos: usize) -> Option<(u8, u64, usize)> {
+    let (&b, rest) = buf.get(pos..)?.split_first()?;
+    let (arg, len) = match b & 0x1f {
+        ai @ 0..=23 => (u64::from(ai), 1),
+        24 => (u64::from(*rest.first()?), 2),
+        25 => (u64::from(u16::from_be_bytes(*rest.first_chunk()?)), 3),
+        26 => (u64::from(u32::from_be_bytes(*rest.first_chunk()?)), 5),
+        27 => (u64::from_be_bytes(*rest.first_chunk()?), 9),
+        _ => return None,
+    };
+    Some((b >> 5, arg, pos + len))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Entry points for framing/mod.rs
 
@@ -157,6 +173,9 @@ pub(super) fn encode_packet<T: Serialize + ?Sized>(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
     use super::*;
     use crate::proto::framing::Frame;
 
@@ -192,6 +211,122 @@ mod tests {
 
     pub(super) fn scan_all(bytes: &[u8]) -> Result<Option<Frame>, FramingError> {
         Scanner::default().scan(bytes, MAX)
+    }
+
+    /// A head for `n` of major type `major`, minimal (`width` 0) or with a wider argument
+    /// (1, 2, 4 or 8 bytes) where `n` fits.
+    fn head(major: u8, n: u64, width: u8) -> Vec<u8> {
+        let m = major << 5;
+        match width {
+            1 if n <= 0xff => vec![m | 24, n as u8],
+            2 if n <= 0xffff => [&[m | 25][..], &(n as u16).to_be_bytes()].concat(),
+            3 if n <= 0xffff_ffff => [&[m | 26][..], &(n as u32).to_be_bytes()].concat(),
+            4 => [&[m | 27][..], &n.to_be_bytes()].concat(),
+            _ if n < 24 => vec![m | n as u8],
+            _ if n <= 0xff => vec![m | 24, n as u8],
+            _ if n <= 0xffff => [&[m | 25][..], &(n as u16).to_be_bytes()].concat(),
+            _ if n <= 0xffff_ffff => [&[m | 26][..], &(n as u32).to_be_bytes()].concat(),
+            _ => [&[m | 27][..], &n.to_be_bytes()].concat(),
+        }
+    }
+
+    /// Items of the flat shape CBOR::XS writes: integers, simple values, floats, definite strings.
+    fn arb_flat_item() -> impl Strategy<Value = Vec<u8>> {
+        let width = 0u8..5;
+        prop_oneof![
+            (0u64..40, width.clone()).prop_map(|(n, w)| head(MAJOR_UINT, n, w)),
+            (any::<u64>(), width.clone()).prop_map(|(n, w)| head(MAJOR_NEGINT, n, w)),
+            select(vec![
+                "f4",
+                "f5",
+                "f6",
+                "f7",
+                "e0",
+                "f8 20",
+                "f9 3c00",
+                "fa 3fc00000",
+                "fb 41dac1edae21b1eb"
+            ])
+            .prop_map(hex),
+            (
+                select(vec![MAJOR_BYTES, MAJOR_TEXT]),
+                proptest::collection::vec(any::<u8>(), 0..30),
+                width,
+            )
+                .prop_map(|(major, b, w)| [head(major, b.len() as u64, w), b].concat()),
+        ]
+    }
+
+    /// Any item, valid or not: the flat ones, and indefinite lengths, tags, nesting, maps,
+    /// breaks, reserved heads and stray bytes.
+    fn arb_item() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            6 => arb_flat_item(),
+            1 => select(vec!["ff", "fc", "1c", "3f", "df", "5f 41 61 ff", "5f 61 61 ff", "7f ff"])
+                .prop_map(hex),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ];
+        leaf.prop_recursive(3, 30, 5, |inner| {
+            prop_oneof![
+                (
+                    proptest::collection::vec(inner.clone(), 0..5),
+                    any::<bool>(),
+                    0u8..5
+                )
+                    .prop_map(|(items, indefinite, w)| if indefinite {
+                        [vec![0x9f], items.concat(), vec![BREAK]].concat()
+                    } else {
+                        [head(MAJOR_ARRAY, items.len() as u64, w), items.concat()].concat()
+                    }),
+                (
+                    proptest::collection::vec(inner.clone(), 0..5),
+                    any::<bool>()
+                )
+                    .prop_map(|(items, indefinite)| if indefinite {
+                        [vec![0xbf], items.concat(), vec![BREAK]].concat()
+                    } else {
+                        [head(MAJOR_MAP, items.len() as u64 / 2, 0), items.concat()].concat()
+                    }),
+                (0u64..300, inner.clone()).prop_map(|(t, i)| [head(MAJOR_TAG, t, 0), i].concat()),
+                (
+                    proptest::collection::vec(arb_flat_item(), 0..4),
+                    any::<bool>()
+                )
+                    .prop_map(|(chunks, text)| {
+                        let major = if text { MAJOR_TEXT } else { MAJOR_BYTES };
+                        [
+                            vec![(major << 5) | AI_INDEFINITE],
+                            chunks.concat(),
+                            vec![BREAK],
+                        ]
+                        .concat()
+                    }),
+            ]
+        })
+    }
+
+    /// A packet: mostly flat (as CBOR::XS writes it), sometimes with an announced count that
+    /// does not match, sometimes any item at all.
+    fn arb_packet() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => (proptest::collection::vec(arb_flat_item(), 0..6), 0u8..5)
+                .prop_map(|(items, w)| [head(MAJOR_ARRAY, items.len() as u64, w), items.concat()].concat()),
+            1 => (0u64..8, proptest::collection::vec(arb_flat_item(), 0..6))
+                .prop_map(|(n, items)| [head(MAJOR_ARRAY, n, 0), items.concat()].concat()),
+            2 => (proptest::collection::vec(arb_item(), 0..5), any::<bool>()).prop_map(
+                |(items, indefinite)| if indefinite {
+                    [vec![0x9f], items.concat(), vec![BREAK]].concat()
+                } else {
+                    [head(MAJOR_ARRAY, items.len() as u64, 0), items.concat()].concat()
+                }
+            ),
+            1 => arb_item(),
+        ]
+    }
+
+    /// A few packets back to back.
+    pub(super) fn arb_stream() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(arb_packet(), 1..5).prop_map(|p| p.concat())
     }
 
     #[test]

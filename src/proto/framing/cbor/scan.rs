@@ -2,7 +2,7 @@
 
 use super::{
     MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGINT, MAJOR_SIMPLE, MAJOR_TAG, MAJOR_TEXT,
-    MAJOR_UINT, MAX_DEPTH, malformed, read_head, too_large,
+    MAJOR_UINT, MAX_DEPTH, definite_head, malformed, read_head, too_large,
 };
 use crate::proto::framing::{Frame, Framing, FramingError};
 
@@ -38,6 +38,20 @@ impl Scanner {
         buf: &[u8],
         max: usize,
     ) -> Result<Option<Frame>, FramingError> {
+        // Only at a packet's start: after a miss the general walk keeps its place past the array
+        // head (unless that head is still incomplete), so no packet is walked twice over again.
+        if self.pos == 0
+            && self.stack.is_empty()
+            && let Some(end) = flat_packet(buf)
+            && end <= max
+        {
+            return Ok(Some(Frame { start: 0, end }));
+        }
+        self.scan_general(buf, max)
+    }
+
+    /// The full state machine: any item shape, any chunking, every error.
+    fn scan_general(&mut self, buf: &[u8], max: usize) -> Result<Option<Frame>, FramingError> {
         loop {
             let Some(head) = read_head(buf, self.pos)? else {
                 return self.incomplete(buf, max);
@@ -152,12 +166,160 @@ impl Scanner {
     }
 }
 
+/// The end of a complete packet of the shape CBOR::XS writes for flat messages: a definite array
+/// of integers, simple values, floats and definite strings. `None` for anything else (other
+/// shapes, incomplete or malformed bytes), which the general walk then decides.
+///
+/// When it answers, the general walk would give the same frame: it checks only the array head
+/// against `max` (covered by `end` as every item takes a byte) and each item's end (at most
+/// `end`), and its depth never exceeds one.
+#[inline]
+fn flat_packet(buf: &[u8]) -> Option<usize> {
+    let (MAJOR_ARRAY, mut left, mut pos) = definite_head(buf, 0)? else {
+        return None;
+    };
+    while left > 0 {
+        let (major, arg, next) = definite_head(buf, pos)?;
+        pos = match major {
+            MAJOR_UINT | MAJOR_NEGINT | MAJOR_SIMPLE => next,
+            MAJOR_BYTES | MAJOR_TEXT => {
+                let end = usize::try_from(arg).ok()?.checked_add(next)?;
+                if end > buf.len() {
+                    return None;
+                }
+                end
+            }
+            _ => return None,
+        };
+        left -= 1;
+    }
+    Some(pos)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{EXAMPLE, MAX, hex, s, scan_all};
+    use proptest::prelude::*;
+
+    use super::super::tests::{EXAMPLE, MAX, arb_stream, hex, s, scan_all};
     use super::super::to_value;
     use super::*;
     use crate::proto::value::Value;
+
+    /// What a reader sees feeding `stream` in pieces of the sizes `chunks` (cycled, a 0 taken
+    /// as 1): the packets cut, then the error or the bytes left over.
+    fn feed(
+        stream: &[u8],
+        chunks: &[usize],
+        max: usize,
+        general_only: bool,
+    ) -> (Vec<Vec<u8>>, Result<usize, FramingError>) {
+        let mut scanner = Scanner::default();
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        let mut fed = 0;
+        for &c in chunks.iter().cycle() {
+            if fed == stream.len() {
+                break;
+            }
+            let next = (fed + c.max(1)).min(stream.len());
+            buf.extend_from_slice(&stream[fed..next]);
+            fed = next;
+            loop {
+                let found = if general_only {
+                    scanner.scan_general(&buf, max)
+                } else {
+                    scanner.scan(&buf, max)
+                };
+                match found {
+                    Ok(Some(f)) => {
+                        assert_eq!(f.start, 0);
+                        frames.push(buf.drain(..f.end).collect());
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (frames, Err(e)),
+                }
+            }
+        }
+        (frames, Ok(buf.len()))
+    }
+
+    #[test]
+    fn flat_packets_take_the_fast_path() {
+        // ["MLq1er3ECb", "ref-v1-client#MSqCakYotb", 0, "abcdefghijklmnop"] from a capture.
+        let echo = hex(
+            "844a4d4c713165723345436258187265662d76312d636c69656e74234d537143616b596f74620050\
+             6162636465666768696a6b6c6d6e6f70",
+        );
+        assert_eq!(flat_packet(&echo), Some(echo.len()));
+        assert_eq!(flat_packet(&hex("80 01")), Some(1));
+        assert_eq!(flat_packet(&hex("83 f6 fb 41dac1edae21b1eb 20")), Some(12));
+        for n in 0..echo.len() {
+            assert_eq!(flat_packet(&echo[..n]), None, "prefix {n}");
+        }
+        // Other shapes are left to the general walk.
+        for other in [
+            EXAMPLE,
+            "9f 40 ff",
+            "82 40 c1 01",
+            "82 40 81 01",
+            "82 40 5f ff",
+            "a0",
+        ] {
+            assert_eq!(flat_packet(&hex(other)), None, "{other}");
+        }
+        assert_eq!(flat_packet(&hex("82 40 fc")), None);
+        assert_eq!(flat_packet(&hex("82 40 ff")), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whenever the fast path answers, the general walk gives the same frame.
+        #[test]
+        fn fast_path_frames_are_those_of_the_general_walk(
+            stream in arb_stream(),
+            max in prop_oneof![Just(MAX), 1usize..80],
+        ) {
+            if let Some(end) = flat_packet(&stream) {
+                let want = (end <= max).then_some(Frame { start: 0, end });
+                let general = Scanner::default().scan_general(&stream, max);
+                match want {
+                    Some(frame) => prop_assert_eq!(general, Ok(Some(frame))),
+                    // Over the limit: the general walk refuses it, and so does `scan`.
+                    None => {
+                        let refused = matches!(general, Err(FramingError::TooLarge { .. }));
+                        prop_assert!(refused);
+                        prop_assert_eq!(Scanner::default().scan(&stream, max), general);
+                    }
+                }
+            }
+        }
+
+        /// Same packets and errors with and without the fast path, in random pieces, in pieces of
+        /// one byte, and split in two at every byte.
+        #[test]
+        fn fast_path_changes_nothing_under_any_chunking(
+            stream in arb_stream(),
+            chunks in proptest::collection::vec(1usize..48, 1..12),
+            max in prop_oneof![3 => Just(MAX), 1 => 1usize..80],
+        ) {
+            for chunks in [chunks, vec![1], vec![stream.len()]] {
+                prop_assert_eq!(
+                    feed(&stream, &chunks, max, false),
+                    feed(&stream, &chunks, max, true),
+                    "chunks {:?}", chunks
+                );
+            }
+            for at in 0..=stream.len() {
+                let chunks = [at, stream.len()];
+                prop_assert_eq!(
+                    feed(&stream, &chunks, max, false),
+                    feed(&stream, &chunks, max, true),
+                    "split at {}", at
+                );
+            }
+        }
+    }
 
     #[test]
     fn byte_by_byte_feeding_finds_the_end_once() {
