@@ -138,7 +138,7 @@ impl Shared {
         let pushed = match read(&self.links).get(node) {
             Some(LinkSlot::Up(link)) => link
                 .queue
-                .push(|buf| framing::encode_packet(link.framing, port, msg, buf))
+                .try_push_awaitable(|buf| framing::encode_packet(link.framing, port, msg, buf))
                 .map_err(encode_err)?,
             _ => Pushed::Full,
         };

@@ -79,6 +79,19 @@ impl SendQueue {
         self.append(st, encode)
     }
 
+    /// Like [`push`](Self::push) for awaitable senders: `Full` already at the lower mark at
+    /// which [`push_wait`](Self::push_wait) waits.
+    pub fn try_push_awaitable(
+        &self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+    ) -> Result<Pushed, FramingError> {
+        let st = self.state();
+        if st.buf.len() >= self.wait_above && !st.closed {
+            return Ok(Pushed::Full);
+        }
+        self.append(st, encode)
+    }
+
     /// Appends past the bound (for messages accepted earlier, e.g. while the link was pending).
     pub fn push_unbounded(
         &self,
@@ -218,6 +231,26 @@ mod tests {
         assert_eq!(&out[..], b"k");
         SendQueue::recycle(&mut out);
         assert!(!rt.block_on(q.take(&mut out)));
+    }
+
+    #[test]
+    fn awaitable_senders_stop_at_the_lower_mark_and_snd_at_the_bound() {
+        let q = SendQueue::new(4 << 20);
+        let chunk = vec![b'x'; 64 * 1024];
+        let fill = |q: &SendQueue| {
+            q.try_push_awaitable(|b| {
+                b.extend_from_slice(&chunk);
+                Ok(())
+            })
+            .unwrap()
+        };
+        let mut taken = 0;
+        while fill(&q) == Pushed::Queued {
+            taken += 1;
+        }
+        assert_eq!(taken * chunk.len(), WAIT_ABOVE);
+        // `snd` still has room up to the bound.
+        assert_eq!(q.push(put(b"more")).unwrap(), Pushed::Queued);
     }
 
     #[test]
