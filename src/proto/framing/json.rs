@@ -89,51 +89,48 @@ impl Scanner {
         // Only the first `max` bytes of the packet are looked at.
         let limit = start.saturating_add(max).min(buf.len());
         let (mut depth, mut in_str, mut escape) = (self.depth, self.in_str, self.escape);
+        let bytes = buf.get(..limit).unwrap_or_default();
         while i < limit {
-            let rest = buf.get(i..limit).unwrap_or_default();
             if in_str {
                 if escape {
                     escape = false;
                     i += 1;
                     continue;
                 }
-                // Skip the string's body: only `"` and `\` matter inside. Short strings (tags,
-                // port names) by a plain loop, long ones with memchr.
-                let found = match rest.iter().take(32).position(|&b| b == b'"' || b == b'\\') {
-                    Some(off) => Some(off),
-                    None if rest.len() <= 32 => None,
-                    None => memchr::memchr2(b'"', b'\\', rest.get(32..).unwrap_or_default())
-                        .map(|off| off + 32),
-                };
-                match found {
-                    Some(off) => {
-                        if rest.get(off) == Some(&b'\\') {
-                            escape = true;
-                        } else {
-                            in_str = false;
-                        }
-                        i += off + 1;
-                    }
-                    None => i = limit,
+                // Only `"` and `\` matter inside a string: short ones (tags, port names) by a
+                // table loop, the rest of long ones with memchr.
+                let short_end = limit.min(i + 24);
+                while i < short_end && bytes.get(i).is_some_and(|&b| !IN_STRING[usize::from(b)]) {
+                    i += 1;
                 }
+                if i == short_end && i < limit {
+                    let rest = bytes.get(i..).unwrap_or_default();
+                    i = memchr::memchr2(b'"', b'\\', rest).map_or(limit, |off| i + off);
+                }
+                match bytes.get(i) {
+                    Some(b'"') => in_str = false,
+                    Some(_) => escape = true,
+                    None => break,
+                }
+                i += 1;
                 continue;
             }
-            for &b in rest {
+            while bytes.get(i).is_some_and(|&b| !STRUCTURAL[usize::from(b)]) {
                 i += 1;
-                match b {
-                    b'"' => {
-                        in_str = true;
-                        break;
+            }
+            let Some(&b) = bytes.get(i) else {
+                break;
+            };
+            i += 1;
+            match b {
+                b'"' => in_str = true,
+                b'[' | b'{' => depth += 1,
+                _ => {
+                    depth -= 1;
+                    if depth == 0 {
+                        *self = Scanner::default();
+                        return Ok(Some(Frame { start, end: i }));
                     }
-                    b'[' | b'{' => depth += 1,
-                    b']' | b'}' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            *self = Scanner::default();
-                            return Ok(Some(Frame { start, end: i }));
-                        }
-                    }
-                    _ => {}
                 }
             }
         }
@@ -144,6 +141,21 @@ impl Scanner {
         (self.pos, self.depth, self.in_str, self.escape) = (i, depth, in_str, escape);
         Ok(None)
     }
+}
+
+/// Bytes that end a run inside a string: `"` and `\`.
+const IN_STRING: [bool; 256] = byte_set(b"\"\\");
+/// Bytes that matter between strings: `"`, brackets and braces.
+const STRUCTURAL: [bool; 256] = byte_set(b"\"[]{}");
+
+const fn byte_set(members: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < members.len() {
+        set[members[i] as usize] = true;
+        i += 1;
+    }
+    set
 }
 
 fn too_large(size: usize, max: usize) -> FramingError {
