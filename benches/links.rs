@@ -45,7 +45,7 @@
 //! * `json/serde`, `json/tokio`, `stream/serde`: aemp divided by a ceiling (for rates below 1
 //!   means slower than the ceiling; for latencies above 1 means slower).
 //! * `RSS MiB c/s`: peak resident set (VmHWM) of the aemp client and server process, the
-//!   largest over the runs of that workload, for json and cbor.
+//!   largest over the runs of that workload, for json, stream and cbor.
 //!
 //! MB/s counts payload bytes (1 MB = 10⁶ bytes).
 //!
@@ -1277,7 +1277,7 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
         ns.join(", ")
     );
     println!(
-        "{:<18} {:<14} {:>10} {:>11} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11} {:>12}   {:>16}  {:>14}",
+        "{:<18} {:<14} {:>10} {:>11} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11} {:>12}   {:>16}  {:>14}  {:>14}",
         "workload",
         "metric",
         "aemp json",
@@ -1290,6 +1290,7 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
         "json/tokio",
         "stream/serde",
         "RSS MiB json c/s",
+        "stream c/s",
         "cbor c/s"
     );
     for (spec, cells) in specs.iter().zip(results) {
@@ -1323,7 +1324,7 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
                 }
             };
             println!(
-                "{:<18} {:<14} {:>10} {:>11} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11} {:>12}   {:>16}  {:>14}",
+                "{:<18} {:<14} {:>10} {:>11} {:>10} {:>11} {:>11} {:>10} {:>11} {:>11} {:>12}   {:>16}  {:>14}  {:>14}",
                 if i == 0 { spec.label } else { "" },
                 metric,
                 show(Impl::AempJson),
@@ -1336,6 +1337,7 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
                 ratio(Impl::AempJson, Impl::TokioJson),
                 ratio(Impl::AempStream, Impl::TokioSerde),
                 rss(Impl::AempJson),
+                rss(Impl::AempStream),
                 rss(Impl::AempCbor)
             );
         }

@@ -270,6 +270,7 @@ impl Transport {
             ports: PortCache::default(),
             batch: Vec::new(),
             batch_for: None,
+            backlogged: None,
         };
         let decoder = PacketDecoder::new(established.recv_framing, self.shared.config.max_packet);
         // Bytes that came with the peer's auth line are the first packets.
@@ -302,7 +303,12 @@ struct Inbound {
     /// Messages of this read for one stream port, queued there under one lock by `flush`.
     batch: Vec<Message>,
     batch_for: Option<Arc<StreamQueue>>,
+    /// The stream port last flushed to, while more than `STREAM_BACKLOG` messages wait there.
+    backlogged: Option<Arc<StreamQueue>>,
 }
+
+/// Messages waiting at a stream port beyond which the reader lets its consumer run first.
+const STREAM_BACKLOG: usize = 1024;
 
 impl Inbound {
     fn deliver(&mut self, packet: Packet) {
@@ -336,14 +342,14 @@ impl Inbound {
             // Stream ports get the messages of a read in one go (see `flush`).
             Inbox::Stream(q) => {
                 if !self.batch_for.as_ref().is_some_and(|b| Arc::ptr_eq(b, q)) {
-                    flush(&mut self.batch, &mut self.batch_for);
+                    self.backlogged = flush(&mut self.batch, &mut self.batch_for);
                     self.batch_for = Some(q.clone());
                 }
                 self.batch.push(msg);
             }
             Inbox::Actor(r) => {
                 // Messages batched for a stream port go first: order is kept per link.
-                flush(&mut self.batch, &mut self.batch_for);
+                self.backlogged = flush(&mut self.batch, &mut self.batch_for);
                 r.do_send(msg);
             }
         }
@@ -352,15 +358,31 @@ impl Inbound {
 
 impl Inbound {
     fn flush(&mut self) {
-        flush(&mut self.batch, &mut self.batch_for);
+        if let Some(q) = flush(&mut self.batch, &mut self.batch_for) {
+            self.backlogged = Some(q);
+        }
+    }
+
+    /// A stream port's actor takes only 16 messages each time it runs (actix streams yield
+    /// then), while the reader hands over a whole read: let a consumer on this thread catch up
+    /// (a few rounds at most, never blocking the link).
+    async fn let_consumers_catch_up(&mut self) {
+        let Some(q) = self.backlogged.take() else {
+            return;
+        };
+        for _ in 0..64 {
+            if q.waiting() <= STREAM_BACKLOG {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
     }
 }
 
-/// Queues the batched messages at their stream port.
-fn flush(batch: &mut Vec<Message>, to: &mut Option<Arc<StreamQueue>>) {
-    if let Some(q) = to.take() {
-        q.push_all(batch.drain(..));
-    }
+/// Queues the batched messages at their stream port; returns the port if a backlog built up.
+fn flush(batch: &mut Vec<Message>, to: &mut Option<Arc<StreamQueue>>) -> Option<Arc<StreamQueue>> {
+    let q = to.take()?;
+    (q.push_all(batch.drain(..)) > STREAM_BACKLOG).then_some(q)
 }
 
 struct HandshakeDone {
@@ -789,6 +811,7 @@ async fn reader<R: AsyncRead + Unpin>(
         if delivered >= BATCH {
             tokio::task::yield_now().await;
         }
+        inbound.let_consumers_catch_up().await;
         if buf.capacity() - buf.len() < READ / 4 {
             buf.reserve(READ);
         }

@@ -85,18 +85,24 @@ impl StreamQueue {
         self.push_all(std::iter::once(msg));
     }
 
-    /// Appends messages under one lock.
-    pub fn push_all(&self, msgs: impl IntoIterator<Item = Message>) {
-        let was_empty = {
+    /// Appends messages under one lock; returns how many wait now.
+    pub fn push_all(&self, msgs: impl IntoIterator<Item = Message>) -> usize {
+        let (was_empty, waiting) = {
             let mut st = self.state();
             let was_empty = st.items.is_empty();
             st.items.extend(msgs);
-            was_empty && !st.items.is_empty()
+            (was_empty && !st.items.is_empty(), st.items.len())
         };
         // The stream takes everything when woken: one wake-up per batch, not per message.
         if was_empty {
             self.waker.wake();
         }
+        waiting
+    }
+
+    /// Messages not yet taken by the stream.
+    pub fn waiting(&self) -> usize {
+        self.state().items.len()
     }
 }
 
