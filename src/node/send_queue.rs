@@ -72,11 +72,7 @@ impl SendQueue {
         &self,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
     ) -> Result<Pushed, FramingError> {
-        let st = self.state();
-        if st.buf.len() >= self.limit && !st.closed {
-            return Ok(Pushed::Full);
-        }
-        self.append(st, encode)
+        self.push_below(self.limit, encode)
     }
 
     /// Like [`push`](Self::push) for awaitable senders: `Full` already at the lower mark at
@@ -85,8 +81,17 @@ impl SendQueue {
         &self,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
     ) -> Result<Pushed, FramingError> {
+        self.push_below(self.wait_above, encode)
+    }
+
+    /// Appends unless `mark` bytes or more are queued (then `Full`).
+    fn push_below(
+        &self,
+        mark: usize,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), FramingError>,
+    ) -> Result<Pushed, FramingError> {
         let st = self.state();
-        if st.buf.len() >= self.wait_above && !st.closed {
+        if st.buf.len() >= mark && !st.closed {
             return Ok(Pushed::Full);
         }
         self.append(st, encode)
