@@ -268,9 +268,7 @@ impl Transport {
             peer,
             dialect: self.dialect,
             ports: PortCache::default(),
-            batch: Vec::new(),
-            batch_for: None,
-            backlogged: None,
+            stream_batch: StreamBatch::default(),
         };
         let decoder = PacketDecoder::new(established.recv_framing, self.shared.config.max_packet);
         // Bytes that came with the peer's auth line are the first packets.
@@ -300,15 +298,8 @@ struct Inbound {
     peer: Arc<str>,
     dialect: Dialect,
     ports: PortCache,
-    /// Messages of this read for one stream port, queued there under one lock by `flush`.
-    batch: Vec<Message>,
-    batch_for: Option<Arc<StreamQueue>>,
-    /// The stream port last flushed to, while more than `STREAM_BACKLOG` messages wait there.
-    backlogged: Option<Arc<StreamQueue>>,
+    stream_batch: StreamBatch,
 }
-
-/// Messages waiting at a stream port beyond which the reader lets its consumer run first.
-const STREAM_BACKLOG: usize = 1024;
 
 impl Inbound {
     fn deliver(&mut self, packet: Packet) {
@@ -321,7 +312,7 @@ impl Inbound {
         };
         if dest.is_empty() {
             // A node-port request (a kill, say) must see the messages sent before it.
-            self.flush();
+            self.stream_batch.flush();
             // Keepalives and `devnull` are the bulk of node-port traffic: skip decoding them.
             if matches!(packet.node_request_tag().as_deref(), Ok("" | "devnull")) {
                 return;
@@ -339,26 +330,41 @@ impl Inbound {
         };
         let msg = Message::from_packet(self.peer.clone(), packet);
         match inbox {
-            // Stream ports get the messages of a read in one go (see `flush`).
-            Inbox::Stream(q) => {
-                if !self.batch_for.as_ref().is_some_and(|b| Arc::ptr_eq(b, q)) {
-                    self.backlogged = flush(&mut self.batch, &mut self.batch_for);
-                    self.batch_for = Some(q.clone());
-                }
-                self.batch.push(msg);
-            }
+            Inbox::Stream(q) => self.stream_batch.push(q, msg),
             Inbox::Actor(r) => {
                 // Messages batched for a stream port go first: order is kept per link.
-                self.backlogged = flush(&mut self.batch, &mut self.batch_for);
+                self.stream_batch.flush();
                 r.do_send(msg);
             }
         }
     }
 }
 
-impl Inbound {
+/// Messages waiting at a stream port beyond which the reader lets its consumer run first.
+const STREAM_BACKLOG: usize = 1024;
+
+/// The messages of one read for one stream port, queued there under one lock by `flush`.
+#[derive(Default)]
+struct StreamBatch {
+    msgs: Vec<Message>,
+    to: Option<Arc<StreamQueue>>,
+    /// The stream port last flushed to, while more than `STREAM_BACKLOG` messages wait there.
+    backlogged: Option<Arc<StreamQueue>>,
+}
+
+impl StreamBatch {
+    fn push(&mut self, q: &Arc<StreamQueue>, msg: Message) {
+        if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, q)) {
+            self.flush();
+            self.to = Some(q.clone());
+        }
+        self.msgs.push(msg);
+    }
+
     fn flush(&mut self) {
-        if let Some(q) = flush(&mut self.batch, &mut self.batch_for) {
+        if let Some(q) = self.to.take()
+            && q.push_all(self.msgs.drain(..)) > STREAM_BACKLOG
+        {
             self.backlogged = Some(q);
         }
     }
@@ -366,7 +372,7 @@ impl Inbound {
     /// A stream port's actor takes only 16 messages each time it runs (actix streams yield
     /// then), while the reader hands over a whole read: let a consumer on this thread catch up
     /// (a few rounds at most, never blocking the link).
-    async fn let_consumers_catch_up(&mut self) {
+    async fn let_consumer_catch_up(&mut self) {
         let Some(q) = self.backlogged.take() else {
             return;
         };
@@ -377,12 +383,6 @@ impl Inbound {
             tokio::task::yield_now().await;
         }
     }
-}
-
-/// Queues the batched messages at their stream port; returns the port if a backlog built up.
-fn flush(batch: &mut Vec<Message>, to: &mut Option<Arc<StreamQueue>>) -> Option<Arc<StreamQueue>> {
-    let q = to.take()?;
-    (q.push_all(batch.drain(..)) > STREAM_BACKLOG).then_some(q)
 }
 
 struct HandshakeDone {
@@ -807,11 +807,11 @@ async fn reader<R: AsyncRead + Unpin>(
             inbound.deliver(packet);
             delivered += 1;
         }
-        inbound.flush();
+        inbound.stream_batch.flush();
         if delivered >= BATCH {
             tokio::task::yield_now().await;
         }
-        inbound.let_consumers_catch_up().await;
+        inbound.stream_batch.let_consumer_catch_up().await;
         if buf.capacity() - buf.len() < READ / 4 {
             buf.reserve(READ);
         }

@@ -108,12 +108,5 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for SkipFirst<T> {
 
 /// Splits a port id `node#name` at the first `#`; a bare node id names its node port `""`.
 pub fn split_port_id(port: &str) -> (&str, &str) {
-    match memchr::memchr(b'#', port.as_bytes()) {
-        // `#` is ASCII, so both sides are on char boundaries.
-        Some(i) => (
-            port.get(..i).unwrap_or(port),
-            port.get(i + 1..).unwrap_or(""),
-        ),
-        None => (port, ""),
-    }
+    port.split_once('#').unwrap_or((port, ""))
 }

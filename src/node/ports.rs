@@ -71,15 +71,16 @@ impl Shared {
 
     /// Delivers a message to a local port; unknown ports drop it with a debug log.
     pub fn deliver_local(&self, port: &str, msg: Message) {
-        if let Some(inbox) = self.live_port(&mut PortCache::default(), port) {
+        let inbox = self.port_inbox(port);
+        if self.is_live(inbox.as_ref(), port)
+            && let Some(inbox) = inbox
+        {
             inbox.deliver(msg);
         }
     }
 
     /// The inbox of a live local port, remembered in `cache`: a link whose packets mostly go
-    /// to one port looks it up once, not once per packet. A port whose actor has stopped (or
-    /// whose stream was dropped) dies here, with no reason; unknown ports are logged at debug
-    /// level.
+    /// to one port looks it up once, not once per packet.
     pub fn live_port<'c>(&self, cache: &'c mut PortCache, port: &str) -> Option<&'c Inbox> {
         let removals = self.port_removals.load(Ordering::Acquire);
         if cache.removals != removals || cache.name != port {
@@ -87,16 +88,24 @@ impl Shared {
             cache.removals = removals;
             port.clone_into(&mut cache.name);
         }
-        match &cache.inbox {
-            Some(inbox) if inbox.is_live() => cache.inbox.as_ref(),
+        if !self.is_live(cache.inbox.as_ref(), port) {
+            cache.inbox = None;
+        }
+        cache.inbox.as_ref()
+    }
+
+    /// Whether `port` has a live inbox. A port whose actor has stopped (or whose stream was
+    /// dropped) dies here, with no reason; unknown ports are logged at debug level.
+    fn is_live(&self, inbox: Option<&Inbox>, port: &str) -> bool {
+        match inbox {
+            Some(inbox) if inbox.is_live() => true,
             Some(_) => {
-                cache.inbox = None;
                 self.kill_local(port, Vec::new());
-                None
+                false
             }
             None => {
                 tracing::debug!(node = %self.id, port, "message to unknown port dropped");
-                None
+                false
             }
         }
     }
