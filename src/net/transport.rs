@@ -831,12 +831,3 @@ async fn reader<R: AsyncRead + Unpin>(
         }
     }
 }
-
-impl From<io::Error> for TransportError {
-    fn from(source: io::Error) -> Self {
-        TransportError::Io {
-            addr: String::new(),
-            source,
-        }
-    }
-}
