@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Seeds fuzz/corpus/<target>/ from the Perl captures in ../shared/vectors (beside the repo).
+# Seeds fuzz/corpus/<target>/ from the Perl captures in tests/vectors.
 # The corpus is not committed; run this once before `cargo +nightly fuzz run`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-caps=${1:-$here/../../shared/vectors/captures}
+caps=${1:-$here/../tests/vectors/captures}
 corpus=$here/corpus
 mkdir -p "$corpus"/{greeting,handshake,auth_line,decode_json,decode_cbor,decode_storable}
 

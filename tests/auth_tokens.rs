@@ -1,4 +1,4 @@
-//! Auth tokens against real Perl captures in `../shared/vectors/captures`: every plaintext
+//! Auth tokens against real Perl captures in `tests/vectors/captures`: every plaintext
 //! connection's two auth lines are recomputed from its greeting lines and `secret.txt`.
 
 use aemp::proto::auth::{AuthError, AuthMethod, GreetingLines, own_token, verify_peer_token};
@@ -12,7 +12,7 @@ const SKIP: [&str; 2] = ["p0-tls", "p2-server-p0-client-version-mismatch"];
 const WRONG_SECRET: &str = "p0-wrong-secret";
 
 fn captures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/captures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/captures")
 }
 
 /// The first three LF-terminated lines of one direction: line 1, nonce line, auth line.

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 fn vectors() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors"))
 }
 
 /// The `CBOR-bytes` lines of a transcript for one direction (`'>'` = c2s, `'<'` = s2c).

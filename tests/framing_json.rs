@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use serde::Serialize;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
 
 fn decode_all(bytes: &[u8]) -> Vec<Packet> {
     let mut dec = PacketDecoder::new(Framing::Json, DEFAULT_MAX_PACKET);

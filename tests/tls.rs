@@ -17,7 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 const VECTOR_PEM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/vectors/tls/peer-cert-and-key.pem"
+    "/tests/vectors/tls/peer-cert-and-key.pem"
 );
 
 // ---- log capture: the typed errors of a node's transports are logged, and asserted here ----

@@ -122,7 +122,7 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    // Values from /work/shared/vectors/md6.txt (Perl Digest::MD6 0.11).
+    // Values from tests/vectors/md6.txt (Perl Digest::MD6 0.11).
     #[test]
     fn md6_256_empty() {
         assert_eq!(

@@ -600,7 +600,7 @@ mod tests {
 
     const VECTOR: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/vectors/tls/peer-cert-and-key.pem"
+        "/tests/vectors/tls/peer-cert-and-key.pem"
     ));
 
     fn now() -> UnixTime {

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use aemp::proto::dialect::Dialect;
 use aemp::proto::handshake::{Established, Event, Handshake, HandshakeConfig, HandshakeError};
 
-/// `../shared/vectors` beside the repository.
+/// The test vectors kept in the repository (`tests/vectors`).
 pub fn vectors() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors"))
 }
 
 /// One direction of one connection of a capture.
