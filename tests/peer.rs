@@ -290,7 +290,7 @@ async fn rust_nodes_match_dialects_in_every_combination() {
                 let outcome = tokio::time::timeout(Duration::from_secs(10), async {
                     tokio::select! {
                         m = rx.recv() => m.map(|()| String::new()).ok_or(String::new()),
-                        e = errors.recv(), if fixed => Err(e.map(|e| e.error).unwrap_or_default()),
+                        e = errors.recv(), if fixed => Err(e.map(|e| e.error.to_string()).unwrap_or_default()),
                     }
                 })
                 .await
@@ -359,6 +359,9 @@ async fn an_auto_dialler_remembers_the_listeners_dialect() {
         .await
         .unwrap()
         .unwrap();
-    assert!(err.error.contains("already connected"), "{err:?}");
+    assert!(
+        err.error.to_string().contains("already connected"),
+        "{err:?}"
+    );
     assert_eq!(a.connection_stats().dialled, 3);
 }

@@ -314,7 +314,7 @@ async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Resul
                 return Ok(ev.node);
             },
             err = errors.recv() => if let Ok(err) = err {
-                return Err(err.error);
+                return Err(err.error.to_string());
             },
             () = tokio::time::sleep_until(deadline) => {
                 return Err(format!("no link to {seed} within {timeout:?}"));

@@ -1,24 +1,22 @@
 //! Accepting connections.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::TcpSocket;
 
-use super::transport;
-use crate::node::{NodeError, Shared};
-
-/// Binds `addr` and accepts connections on it until the node's actix system stops; each
-/// connection becomes a transport on a worker arbiter.
-pub(crate) async fn listen(shared: Arc<Shared>, addr: &str) -> Result<SocketAddr, NodeError> {
-    let bind_err = |source| NodeError::Bind {
-        addr: addr.to_owned(),
-        source,
-    };
+/// Binds `addr` and accepts connections on it until `stop` resolves (or the actix system
+/// stops), handing each to `on_accept` with the peer's address.
+pub(crate) async fn listen(
+    addr: &str,
+    stop: impl Future<Output = ()> + 'static,
+    on_accept: impl Fn(std::net::TcpStream, SocketAddr) + 'static,
+) -> io::Result<SocketAddr> {
     // A deep accept backlog: a burst of peers connecting at once must not stall in SYN retries.
     let mut last = None;
     let mut bound = None;
-    for sa in tokio::net::lookup_host(addr).await.map_err(bind_err)? {
+    for sa in tokio::net::lookup_host(addr).await? {
         let socket = if sa.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -38,32 +36,30 @@ pub(crate) async fn listen(shared: Arc<Shared>, addr: &str) -> Result<SocketAddr
     }
     let listener = match (bound, last) {
         (Some(l), _) => l,
-        (None, Some(e)) => return Err(bind_err(e)),
+        (None, Some(e)) => return Err(e),
         (None, None) => {
-            return Err(bind_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
                 "address resolves to nothing",
-            )));
+            ));
         }
     };
-    let local = listener.local_addr().map_err(bind_err)?;
+    let local = listener.local_addr()?;
     actix::spawn(async move {
+        tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                () = shared.stopping() => return,
+                () = &mut stop => return,
             };
             match accepted {
                 Ok((stream, peer)) => match stream.into_std() {
-                    Ok(std) => {
-                        shared.peer.count_connection(false);
-                        transport::accepted(shared.clone(), std, peer.to_string())
-                    }
-                    Err(e) => tracing::warn!(node = %shared.id, "cannot hand over {peer}: {e}"),
+                    Ok(std) => on_accept(std, peer),
+                    Err(e) => tracing::warn!(%local, "cannot hand over {peer}: {e}"),
                 },
                 Err(e) => {
                     // Out of descriptors and similar: log, breathe, go on serving.
-                    tracing::warn!(node = %shared.id, %local, "accept failed: {e}");
+                    tracing::warn!(%local, "accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }

@@ -1,5 +1,11 @@
-//! The socket side: transports and listeners.
+//! The socket side: transports, listeners, TLS, and the contract with the node that runs them.
 
-pub mod listener;
+pub(crate) mod contract;
+mod handshake;
+pub(crate) mod listener;
+pub(crate) mod send_queue;
 pub mod tls;
-pub mod transport;
+pub(crate) mod transport;
+
+pub use contract::{LinkEnd, Refusal};
+pub use transport::TransportError;

@@ -7,7 +7,7 @@
 //! ways and no host name is checked. Handshake signatures are always verified.
 //!
 //! TLS starts on the TCP stream right after the two greeting lines; bytes already read past
-//! line 2 belong to TLS and are replayed to it through [`Rewind`].
+//! line 2 belong to TLS and are replayed to it through a rewinding reader.
 
 use std::fmt;
 use std::io;
@@ -246,7 +246,7 @@ impl TlsSettings {
 
     /// Runs the TLS handshake in `role` on `stream`, replaying `leftover` (bytes already read
     /// past greeting line 2) first.
-    pub async fn start<S>(
+    pub(crate) async fn start<S>(
         &self,
         role: TlsRole,
         stream: S,
@@ -482,7 +482,7 @@ impl ClientCertVerifier for PeerVerifier {
 
 /// A stream that first yields bytes already read off its inner stream, then reads on.
 #[derive(Debug)]
-pub struct Rewind<S> {
+pub(crate) struct Rewind<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
@@ -496,11 +496,6 @@ impl<S> Rewind<S> {
             pos: 0,
             inner,
         }
-    }
-
-    /// The inner stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 

@@ -88,7 +88,7 @@ impl NodeConfig {
 }
 
 /// Replaces a trailing `/` of a node id with a random suffix, as Perl does for `anon/`.
-pub fn resolve_node_id(id: &str) -> String {
+pub(crate) fn resolve_node_id(id: &str) -> String {
     if id.is_empty() || id.ends_with('/') {
         let base = if id.is_empty() { "anon/" } else { id };
         format!("{base}{}", random_name(12))

@@ -600,19 +600,14 @@ pub(crate) fn apply(shared: &Arc<Shared>, effects: Vec<Effect>) {
         match e {
             Effect::Send(to, msg) => kernel::relay(shared, &to, msg),
             Effect::Addresses(node, addrs) => {
-                if node != *shared.id
-                    && let Some(r) = shared.registry()
-                {
-                    r.do_send(registry::Addresses { node, addrs });
+                if node != *shared.id {
+                    shared.registry.do_send(registry::Addresses { node, addrs });
                 }
             }
             Effect::Connect(node) => {
-                let idle = shared.link_dialect(&node).is_none() && !shared.is_pending(&node);
-                if node != *shared.id
-                    && idle
-                    && let Some(r) = shared.registry()
-                {
-                    r.do_send(registry::Connect { node });
+                let idle = shared.links.dialect(&node).is_none() && !shared.links.is_pending(&node);
+                if node != *shared.id && idle {
+                    shared.registry.do_send(registry::Connect { node });
                 }
             }
         }
@@ -694,7 +689,7 @@ pub(crate) fn connect_init(node: &Node, port_id: String, args: Vec<Value>) -> Re
             if let Some((tag, rest)) = args.split_first() {
                 let tag = tag.as_str().unwrap_or_default();
                 let shared = &cx.node.shared;
-                let dialect = shared.link_dialect(&from).unwrap_or(Dialect::P1b);
+                let dialect = shared.links.dialect(&from).unwrap_or(Dialect::P1b);
                 let effects = shared
                     .peer
                     .global()

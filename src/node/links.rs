@@ -1,16 +1,20 @@
 //! Links to other nodes: the send path, queues for nodes that are not up yet, and what
 //! happens when a link comes up or fails.
 
-use std::sync::Arc;
+use std::sync::RwLock;
 
 use bytes::BytesMut;
 use serde::Serialize;
+use tokio::sync::Notify;
 
-use super::send_queue::{Pushed, SendQueue};
 use super::{
-    Dialect, Framing, FramingError, NodeError, NodeEvent, Shared, Value, framing, kernel, read,
-    registry, value, write,
+    Dialect, DownReason, FastMap, FramingError, NodeError, NodeEvent, Shared, Value, framing,
+    kernel, read, registry, value, write,
 };
+use crate::net::LinkEnd;
+use crate::net::contract::LinkTx;
+use crate::net::send_queue::Pushed;
+use crate::proto::handshake::TlsRole;
 
 /// A packet waiting for its node to come up.
 pub(crate) enum Outgoing {
@@ -54,17 +58,7 @@ enum Wait {
     Queue,
 }
 
-/// The sending end of an up link.
-#[derive(Clone)]
-pub(crate) struct LinkTx {
-    pub conn: u64,
-    pub queue: Arc<SendQueue>,
-    pub framing: Framing,
-    pub dialect: Dialect,
-    /// Our TLS role when the link runs inside TLS.
-    pub tls: Option<crate::proto::handshake::TlsRole>,
-}
-
+/// A node's entry in the link table.
 pub(crate) enum LinkSlot {
     Up(LinkTx),
     /// Messages for a node that is not up yet, and about how many bytes they will take.
@@ -74,8 +68,60 @@ pub(crate) enum LinkSlot {
     },
 }
 
+/// The link table: node id → its up link, or the messages waiting for it to come up.
+#[derive(Default)]
+pub(crate) struct Links {
+    table: RwLock<FastMap<LinkSlot>>,
+    /// Woken whenever a link comes up or a node's slot goes away.
+    changed: Notify,
+}
+
+impl Links {
+    /// Whether messages wait for `node` to come up.
+    pub fn is_pending(&self, node: &str) -> bool {
+        matches!(read(&self.table).get(node), Some(LinkSlot::Pending { .. }))
+    }
+
+    /// Ids of the nodes with an up link.
+    pub fn up_nodes(&self) -> Vec<String> {
+        read(&self.table)
+            .iter()
+            .filter(|(_, s)| matches!(s, LinkSlot::Up(_)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The dialect of the up link to `node`.
+    pub fn dialect(&self, node: &str) -> Option<Dialect> {
+        match read(&self.table).get(node) {
+            Some(LinkSlot::Up(l)) => Some(l.dialect),
+            _ => None,
+        }
+    }
+
+    /// Our TLS role on the up link to `node`, if it runs inside TLS.
+    pub fn tls(&self, node: &str) -> Option<TlsRole> {
+        match read(&self.table).get(node) {
+            Some(LinkSlot::Up(l)) => l.tls,
+            _ => None,
+        }
+    }
+
+    fn wait_state(&self, node: &str, limit: usize) -> Wait {
+        match read(&self.table).get(node) {
+            Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
+            Some(LinkSlot::Pending { bytes, .. }) if *bytes >= limit => Wait::Full,
+            _ => Wait::Queue,
+        }
+    }
+}
+
 impl Shared {
-    // ---- links -------------------------------------------------------------------------
+    /// Ids of the nodes with an up link.
+    // TEMPORARY: kept for kernel.rs until the node-request rework lands.
+    pub fn up_nodes(&self) -> Vec<String> {
+        self.links.up_nodes()
+    }
 
     /// Sends `[port, msg…]` to a remote node: straight into the link's queue when it is up,
     /// else into the node's pending queue (which makes the registry connect).
@@ -91,7 +137,7 @@ impl Shared {
         };
         // Encoded straight into the link's queue under the map's read lock: no clone, no
         // allocation per packet.
-        let pushed = match read(&self.links).get(node) {
+        let pushed = match read(&self.links.table).get(node) {
             Some(LinkSlot::Up(link)) => Some((
                 link.conn,
                 link.queue
@@ -107,10 +153,9 @@ impl Shared {
         let args = match value::to_value(msg) {
             Ok(Value::Array(a)) => a,
             _ => {
-                return Err(encode_err(FramingError::Encode {
-                    framing: Framing::Json,
-                    reason: "a message must serialise to a sequence".into(),
-                }));
+                return Err(NodeError::NotASequence {
+                    port: format!("{node}#{port}"),
+                });
             }
         };
         self.queue(
@@ -135,7 +180,7 @@ impl Shared {
             source,
         };
         // Fast path: room in an up link's queue, taken under the map's read lock.
-        let pushed = match read(&self.links).get(node) {
+        let pushed = match read(&self.links.table).get(node) {
             Some(LinkSlot::Up(link)) => link
                 .queue
                 .try_push_awaitable(|buf| framing::encode_packet(link.framing, port, msg, buf))
@@ -148,16 +193,19 @@ impl Shared {
             return Ok(());
         }
         let link = loop {
-            let state = self.wait_state(node);
+            let state = self.links.wait_state(node, self.config.send_queue_bytes);
             match state {
                 Wait::Up(link) => break link,
                 Wait::Queue => return self.send_remote(node, port, msg),
                 Wait::Full => {
                     // Slow path only: register for the wake-up, then look again.
-                    let changed = self.link_changed.notified();
+                    let changed = self.links.changed.notified();
                     tokio::pin!(changed);
                     changed.as_mut().enable();
-                    if matches!(self.wait_state(node), Wait::Full) {
+                    if matches!(
+                        self.links.wait_state(node, self.config.send_queue_bytes),
+                        Wait::Full
+                    ) {
                         changed.await;
                     }
                 }
@@ -172,18 +220,8 @@ impl Shared {
             Pushed::Queued => Ok(()),
             _ => Err(NodeError::LinkGone {
                 node: node.to_owned(),
-                reason: "link closed".into(),
+                reason: DownReason::Transport(LinkEnd::Closed),
             }),
-        }
-    }
-
-    fn wait_state(&self, node: &str) -> Wait {
-        match read(&self.links).get(node) {
-            Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
-            Some(LinkSlot::Pending { bytes, .. }) if *bytes >= self.config.send_queue_bytes => {
-                Wait::Full
-            }
-            _ => Wait::Queue,
         }
     }
 
@@ -192,12 +230,12 @@ impl Shared {
     fn pushed(&self, node: &str, conn: u64, pushed: Pushed) {
         if pushed == Pushed::Full {
             tracing::warn!(node = %self.id, peer = node, "send queue full: failing the link");
-            self.link_failed(node, conn, "send queue full");
+            self.link_failed(node, conn, DownReason::SendQueueFull);
         }
     }
 
     pub(super) fn queue(&self, node: &str, out: Outgoing) -> Result<(), NodeError> {
-        let mut links = write(&self.links);
+        let mut links = write(&self.links.table);
         match links.get_mut(node) {
             Some(LinkSlot::Up(link)) => {
                 let link = link.clone();
@@ -215,7 +253,7 @@ impl Shared {
             Some(LinkSlot::Pending { queue, bytes }) => {
                 if *bytes >= self.config.send_queue_bytes {
                     drop(links);
-                    self.pending_failed(node, "send queue full");
+                    self.pending_failed(node, DownReason::SendQueueFull);
                 } else {
                     *bytes += out.approx_size();
                     queue.push(out);
@@ -232,11 +270,9 @@ impl Shared {
                     },
                 );
                 drop(links);
-                if let Some(r) = self.registry() {
-                    r.do_send(registry::Connect {
-                        node: node.to_owned(),
-                    });
-                }
+                self.registry.do_send(registry::Connect {
+                    node: node.to_owned(),
+                });
                 Ok(())
             }
         }
@@ -256,7 +292,7 @@ impl Shared {
     /// Makes a link the node's transport: flushes the pending queue into it, in order, before
     /// any new message can take the direct path.
     pub fn link_up(&self, node: &str, link: LinkTx) {
-        let mut links = write(&self.links);
+        let mut links = write(&self.links.table);
         if let Some(LinkSlot::Pending { queue, .. }) = links.remove(node) {
             for out in &queue {
                 // Past the bound if need be: these were accepted while the link was pending.
@@ -271,19 +307,20 @@ impl Shared {
         let dialect = link.dialect;
         links.insert(node.to_owned(), LinkSlot::Up(link));
         drop(links);
-        self.link_changed.notify_waiters();
-        let _ = self.events.send(NodeEvent {
+        self.links.changed.notify_waiters();
+        let _ = self.events.nodes.send(NodeEvent {
             node: node.to_owned(),
             up: true,
             reason: Vec::new(),
+            cause: None,
             dialect: Some(dialect),
         });
     }
 
     /// The link with connection id `conn` failed: drop it, fire every monitor on that node.
-    pub fn link_failed(&self, node: &str, conn: u64, message: &str) {
+    pub fn link_failed(&self, node: &str, conn: u64, why: DownReason) {
         let was_up = {
-            let mut links = write(&self.links);
+            let mut links = write(&self.links.table);
             match links.get(node) {
                 Some(LinkSlot::Up(l)) if l.conn == conn => {
                     // The writer sends what is queued, then ends, which stops the transport.
@@ -294,51 +331,33 @@ impl Shared {
                 _ => false,
             }
         };
-        self.link_changed.notify_waiters();
+        self.links.changed.notify_waiters();
         if was_up {
-            let reason = transport_error(node, message);
+            let reason = transport_error(node, &why.to_string());
             self.fire_node_monitors(node, &reason);
-            let _ = self.events.send(NodeEvent {
+            let _ = self.events.nodes.send(NodeEvent {
                 node: node.to_owned(),
                 up: false,
                 reason,
+                cause: Some(why),
                 dialect: None,
             });
         }
     }
 
     /// A node that never came up could not be reached: drop its queue, fire its monitors.
-    pub fn pending_failed(&self, node: &str, message: &str) {
+    pub fn pending_failed(&self, node: &str, why: DownReason) {
         let removed = {
-            let mut links = write(&self.links);
+            let mut links = write(&self.links.table);
             match links.get(node) {
                 Some(LinkSlot::Pending { .. }) => links.remove(node).is_some(),
                 _ => false,
             }
         };
-        self.link_changed.notify_waiters();
+        self.links.changed.notify_waiters();
         if removed {
-            tracing::info!(node = %self.id, peer = node, "dropping queued messages: {message}");
-            self.fire_node_monitors(node, &transport_error(node, message));
-        }
-    }
-
-    pub fn is_pending(&self, node: &str) -> bool {
-        matches!(read(&self.links).get(node), Some(LinkSlot::Pending { .. }))
-    }
-
-    pub fn up_nodes(&self) -> Vec<String> {
-        read(&self.links)
-            .iter()
-            .filter(|(_, s)| matches!(s, LinkSlot::Up(_)))
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
-    pub fn link_dialect(&self, node: &str) -> Option<Dialect> {
-        match read(&self.links).get(node) {
-            Some(LinkSlot::Up(l)) => Some(l.dialect),
-            _ => None,
+            tracing::info!(node = %self.id, peer = node, "dropping queued messages: {why}");
+            self.fire_node_monitors(node, &transport_error(node, &why.to_string()));
         }
     }
 }

@@ -2,47 +2,45 @@
 //!
 //! [`Node`] is a cheap, cloneable handle. The per-packet paths do not pass through any actor: a
 //! `snd` to a remote port encodes straight into that link's bounded queue, and a transport hands
-//! each received packet straight to the port's actix recipient. The [`registry`] actor only
-//! decides which transport carries which node.
-
-pub mod config;
+//! each received packet straight to the port's actix recipient (`inbound`). The registry actor
+//! only decides which transport carries which node.
+mod config;
 mod global;
+mod inbound;
 mod kernel;
 mod links;
-pub mod message;
+mod message;
 mod peer;
 pub(crate) mod port_stream;
 mod ports;
-pub mod rcv;
-pub mod registry;
-pub(crate) mod send_queue;
+mod rcv;
+pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{
-    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
-};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use actix::{Actor, Addr, ArbiterHandle, Recipient};
+use actix::{Addr, ArbiterHandle, AsyncContext, Recipient};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use config::{DialectMode, NodeConfig};
 pub use links::transport_error;
-pub(crate) use links::{LinkSlot, LinkTx, Outgoing};
+use links::{Links, Outgoing};
 pub use message::{Message, split_port_id};
 pub use peer::{ConnectionStats, InitFn};
 pub use port_stream::PortStream;
 use port_stream::{Inbox, StreamQueue};
-pub(crate) use ports::PortCache;
 pub use ports::{MonitorGuard, Port};
 pub use rcv::{PortContext, Rcv};
 
+use crate::net::contract::{TransportConfig, TransportHooks};
+use crate::net::{LinkEnd, TransportError};
 use crate::proto::dialect::Dialect;
-use crate::proto::framing::{self, Framing, FramingError};
+use crate::proto::framing::{self, FramingError};
 use crate::proto::value::{self, Value};
-use ports::{PortEntry, PortTable, Watcher};
+use ports::{Ports, RemoteMonitors, Watcher};
 use registry::NodeRegistry;
 
 /// What went wrong in the node layer.
@@ -71,69 +69,151 @@ pub enum NodeError {
     /// A port name that cannot be created: empty, not ours, or taken.
     #[error("cannot create port {0}: the name is empty, not on this node, or taken")]
     PortName(String),
+    /// A message must serialise to a sequence: its elements are the message.
+    #[error("cannot send to {port}: a message must serialise to a sequence")]
+    NotASequence {
+        /// The destination.
+        port: String,
+    },
     /// The link to a node failed while an awaitable send was waiting.
     #[error("link to node {node} is gone: {reason}")]
     LinkGone {
         /// The node.
         node: String,
         /// Why.
-        reason: String,
+        reason: DownReason,
     },
 }
 
+/// Why a node's link went down, or why a node that was never up is given up on. Its text is the
+/// message of Perl's `("transport_error", node, message)`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// The transport ended.
+    #[error("{0}")]
+    Transport(LinkEnd),
+    /// `snd` found the link's send queue full (the peer reads too slowly).
+    #[error("send queue full")]
+    SendQueueFull,
+    /// This node shut down.
+    #[error("node shut down")]
+    Shutdown,
+    /// Messages wait for a node whose address nobody told us.
+    #[error("no known address")]
+    NoAddress,
+    /// None of the node's addresses answered within the connect timeout.
+    #[error("unable to connect")]
+    Unreachable,
+}
+
 /// A node came up or went down.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NodeEvent {
     /// The node id.
     pub node: String,
     /// Up (`true`) or down.
     pub up: bool,
-    /// For down events: `("transport_error", node, message)`.
+    /// For down events: `("transport_error", node, message)`, as Perl reports it.
     pub reason: Vec<Value>,
+    /// For down events: why, typed.
+    pub cause: Option<DownReason>,
     /// For up events: the dialect of the link.
     pub dialect: Option<Dialect>,
 }
 
 /// A connection that failed before its link came up (refused, unreachable, auth failure…).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LinkError {
     /// The peer's address as dialled or accepted.
     pub addr: String,
-    /// The typed error, as text.
-    pub error: String,
+    /// What went wrong.
+    pub error: Arc<TransportError>,
 }
 
 /// A map keyed by node id or port name, looked up once per packet: foldhash (seeded per
 /// process) instead of SipHash.
 pub(crate) type FastMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
-/// node → port → the local monitors watching that remote port.
-type RemoteMonitors = HashMap<String, HashMap<String, Vec<(u64, Watcher)>>>;
-
-/// State shared by the node handle, the registry and the transports.
+/// State shared by the node handle, the registry and the inbound paths of the transports.
+///
+/// # Parts and lock order
+///
+/// Each part has one job and its own lock: `ports` (the local port table), `links` (up links,
+/// and the queues of nodes not up yet), `monitors` (local watchers of remote ports), `events`
+/// (node up/down and link errors), `runtime` (workers, listeners, ids, the transports' hooks)
+/// and `peer` (spawn, init functions, the global services, dialect memory).
+///
+/// Locks are leaves: no code holds two of them at once, with one exception, in this order —
+/// `links` (read or write), then a link's `SendQueue` lock (a packet is encoded into the queue
+/// under the table's read lock; a pending queue is flushed into a new link under its write
+/// lock). Callbacks, monitors and sends run after every lock is released, and the global
+/// services return effects that are applied outside their lock.
 pub(crate) struct Shared {
     pub id: Arc<str>,
     pub config: NodeConfig,
-    ports: RwLock<PortTable>,
-    /// Counts removals from `ports`, so that [`ports::PortCache`]s know to look again.
-    port_removals: AtomicU64,
-    links: RwLock<FastMap<LinkSlot>>,
-    remote_monitors: Mutex<RemoteMonitors>,
-    pub registry: OnceLock<Addr<NodeRegistry>>,
-    pub listeners: RwLock<Vec<SocketAddr>>,
-    next_id: AtomicU64,
-    uniq: String,
-    workers: Vec<ArbiterHandle>,
-    next_worker: AtomicUsize,
-    pub events: broadcast::Sender<NodeEvent>,
-    /// Connections that failed before coming up, for callers that wait for a link.
-    link_errors: broadcast::Sender<LinkError>,
-    /// Woken whenever a link comes up or a node's slot goes away.
-    link_changed: tokio::sync::Notify,
-    /// Set by [`Node::shutdown`]; listeners stop accepting.
-    stopped: tokio::sync::watch::Sender<bool>,
+    /// The registry actor: which transport carries which node.
+    pub registry: Addr<NodeRegistry>,
+    pub ports: Ports,
+    pub links: Links,
+    pub monitors: RemoteMonitors,
+    pub events: Events,
+    pub runtime: Runtime,
     /// Spawn, init functions, the global services, dialect memory, connection counts.
     pub(crate) peer: peer::PeerState,
+}
+
+/// Where the node publishes what happens to links.
+pub(crate) struct Events {
+    /// Node up/down.
+    pub nodes: broadcast::Sender<NodeEvent>,
+    /// Connections that failed before coming up, for callers that wait for a link.
+    pub link_errors: broadcast::Sender<LinkError>,
+}
+
+/// The node's threads, listeners and ids.
+pub(crate) struct Runtime {
+    /// Arbiters that run transports; the first is the one the node was started on.
+    workers: Vec<ArbiterHandle>,
+    next_worker: AtomicUsize,
+    /// Connection and monitor ids.
+    next_id: AtomicU64,
+    /// The addresses we listen on.
+    pub listeners: RwLock<Vec<SocketAddr>>,
+    /// Set by [`Node::shutdown`]; listeners stop accepting.
+    stopped: tokio::sync::watch::Sender<bool>,
+    /// What every transport of this node is given.
+    pub transports: Arc<TransportHooks>,
+}
+
+impl Runtime {
+    /// A fresh connection or monitor id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The worker arbiter for the next transport (round robin).
+    pub fn worker(&self) -> &ArbiterHandle {
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        &self.workers[i]
+    }
+
+    /// Stops the listeners and the worker arbiters the node started.
+    fn shutdown(&self) {
+        self.stopped.send_replace(true);
+        // The first worker is the arbiter the node was started on: not ours to stop.
+        for w in self.workers.iter().skip(1) {
+            w.stop();
+        }
+    }
+
+    /// Resolves once the node is shut down.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.stopped.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    }
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -146,52 +226,82 @@ fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
     l.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Shared {
-    fn next(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Publishes why a connection failed before its link came up.
-    pub fn report_link_error(&self, addr: &str, error: String) {
-        let _ = self.link_errors.send(LinkError {
-            addr: addr.to_owned(),
-            error,
-        });
-    }
-
-    /// Resolves once the node is shut down.
-    pub async fn stopping(&self) {
-        let mut rx = self.stopped.subscribe();
-        let _ = rx.wait_for(|stopped| *stopped).await;
-    }
-
-    /// A fresh connection id.
-    pub fn next_conn(&self) -> u64 {
-        self.next()
-    }
-
-    pub fn registry(&self) -> Option<&Addr<NodeRegistry>> {
-        self.registry.get()
-    }
-
-    /// The worker arbiter for the next transport (round robin).
-    pub fn worker(&self) -> Option<ArbiterHandle> {
-        if self.workers.is_empty() {
-            return None;
-        }
-        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers.get(i).cloned()
+/// The transports' settings, from the node's.
+fn transport_config(id: &Arc<str>, config: &NodeConfig) -> TransportConfig {
+    TransportConfig {
+        node_id: id.clone(),
+        secret: config.secret.clone(),
+        accept_dialect: match config.dialect {
+            DialectMode::Fixed(d) => Some(d),
+            DialectMode::Auto { .. } => None,
+        },
+        tls: config.tls.clone(),
+        require_tls: config.require_tls,
+        handshake_timeout: config.handshake_timeout,
+        send_queue_bytes: config.send_queue_bytes,
+        max_packet: config.max_packet,
+        p1_keepalive: config.binds.is_empty().then_some(config.keepalive),
     }
 }
 
-/// Hands a node-port request from `from` to the kernel.
-pub(crate) fn kernel_deliver(
-    shared: &Arc<Shared>,
-    from: &Arc<str>,
-    dialect: Dialect,
-    args: Vec<Value>,
-) {
-    kernel::handle(shared, from, dialect, args);
+impl Shared {
+    /// Builds the node's state around its registry actor, which it starts (so that the
+    /// registry's address is there from the first moment).
+    fn start(config: NodeConfig, workers: Vec<ArbiterHandle>) -> Arc<Shared> {
+        let ctx = actix::Context::<NodeRegistry>::new();
+        let registry = ctx.address();
+        let id: Arc<str> = config::resolve_node_id(&config.node_id).into();
+        let transports = Arc::new(TransportHooks {
+            config: transport_config(&id, &config),
+            line1: registry.clone().recipient(),
+            up: registry.clone().recipient(),
+            down: registry.clone().recipient(),
+        });
+        let shared = Arc::new(Shared {
+            id,
+            config,
+            registry,
+            ports: Ports::new(config::random_name(8)),
+            links: Links::default(),
+            monitors: RemoteMonitors::default(),
+            events: Events {
+                nodes: broadcast::channel(1024).0,
+                link_errors: broadcast::channel(64).0,
+            },
+            runtime: Runtime {
+                workers,
+                next_worker: AtomicUsize::new(0),
+                next_id: AtomicU64::new(0),
+                listeners: RwLock::default(),
+                stopped: tokio::sync::watch::channel(false).0,
+                transports,
+            },
+            peer: peer::PeerState::new(),
+        });
+        ctx.run(NodeRegistry::new(shared.clone()));
+        shared
+    }
+
+    /// Listens on `addr`: each accepted connection becomes a transport on a worker.
+    async fn listen(self: &Arc<Self>, addr: &str) -> Result<SocketAddr, NodeError> {
+        let shared = self.clone();
+        let on_accept = move |stream, peer: SocketAddr| {
+            shared.peer.count_connection(false);
+            crate::net::transport::accept(
+                shared.runtime.transports.clone(),
+                shared.runtime.worker(),
+                stream,
+                peer.to_string(),
+                shared.runtime.next_id(),
+            );
+        };
+        crate::net::listener::listen(addr, self.runtime.stopping(), on_accept)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: addr.to_owned(),
+                source,
+            })
+    }
 }
 
 /// A running node. Clone it freely; the node runs until [`Node::shutdown`] or the actix
@@ -205,7 +315,6 @@ impl Node {
     /// Starts a node inside the running actix system: binds its listeners, starts its
     /// workers and registry, and dials its seeds.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let id: Arc<str> = config::resolve_node_id(&config.node_id).into();
         let workers = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -216,37 +325,18 @@ impl Node {
         let workers = std::iter::once(actix::Arbiter::current())
             .chain((1..workers).map(|_| actix::Arbiter::new().handle()))
             .collect();
-        let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            id,
-            config: config.clone(),
-            ports: RwLock::default(),
-            port_removals: AtomicU64::new(0),
-            links: RwLock::default(),
-            remote_monitors: Mutex::default(),
-            registry: OnceLock::new(),
-            listeners: RwLock::default(),
-            next_id: AtomicU64::new(0),
-            uniq: config::random_name(8),
-            workers,
-            next_worker: AtomicUsize::new(0),
-            events,
-            link_changed: tokio::sync::Notify::new(),
-            link_errors: broadcast::channel(64).0,
-            stopped: tokio::sync::watch::channel(false).0,
-            peer: peer::PeerState::new(),
-        });
-        let registry = NodeRegistry::new(shared.clone()).start();
-        let _ = shared.registry.set(registry.clone());
-        for addr in &config.binds {
-            let bound = crate::net::listener::listen(shared.clone(), addr).await?;
-            write(&shared.listeners).push(bound);
+        let shared = Shared::start(config, workers);
+        for addr in &shared.config.binds {
+            let bound = shared.listen(addr).await?;
+            write(&shared.runtime.listeners).push(bound);
         }
         peer::started(&shared);
-        for seed in &config.seeds {
-            registry.do_send(registry::Dial { addr: seed.clone() });
+        for seed in &shared.config.seeds {
+            shared
+                .registry
+                .do_send(registry::Dial { addr: seed.clone() });
         }
-        tracing::info!(node = %shared.id, listeners = ?read(&shared.listeners), "node started");
+        tracing::info!(node = %shared.id, listeners = ?read(&shared.runtime.listeners), "node started");
         Ok(Node { shared })
     }
 
@@ -257,52 +347,47 @@ impl Node {
 
     /// The addresses this node listens on (ports resolved).
     pub fn listeners(&self) -> Vec<SocketAddr> {
-        read(&self.shared.listeners).clone()
+        read(&self.shared.runtime.listeners).clone()
     }
 
     /// Subscribes to node up/down events.
     pub fn node_events(&self) -> broadcast::Receiver<NodeEvent> {
-        self.shared.events.subscribe()
+        self.shared.events.nodes.subscribe()
     }
 
     /// Subscribes to connections that fail before their link comes up.
     pub fn link_errors(&self) -> broadcast::Receiver<LinkError> {
-        self.shared.link_errors.subscribe()
+        self.shared.events.link_errors.subscribe()
     }
 
     /// Ids of the nodes with a live link.
     pub fn up_nodes(&self) -> Vec<String> {
-        self.shared.up_nodes()
+        self.shared.links.up_nodes()
     }
 
     /// The dialect of the live link to `node`.
     pub fn link_dialect(&self, node: &str) -> Option<Dialect> {
-        self.shared.link_dialect(node)
+        self.shared.links.dialect(node)
     }
 
     /// Our TLS role on the live link to `node`, if that link runs inside TLS.
     pub fn link_tls(&self, node: &str) -> Option<crate::proto::handshake::TlsRole> {
-        match read(&self.shared.links).get(node) {
-            Some(LinkSlot::Up(l)) => l.tls,
-            _ => None,
-        }
+        self.shared.links.tls(node)
     }
 
     /// Dials an address (its node id is learned from its greeting).
     pub fn connect(&self, addr: impl Into<String>) {
-        if let Some(r) = self.shared.registry() {
-            r.do_send(registry::Dial { addr: addr.into() });
-        }
+        self.shared
+            .registry
+            .do_send(registry::Dial { addr: addr.into() });
     }
 
     /// Remembers addresses for a node id, so that sending to it dials them.
     pub fn add_node_addresses(&self, node: impl Into<String>, addrs: Vec<String>) {
-        if let Some(r) = self.shared.registry() {
-            r.do_send(registry::Addresses {
-                node: node.into(),
-                addrs,
-            });
-        }
+        self.shared.registry.do_send(registry::Addresses {
+            node: node.into(),
+            addrs,
+        });
     }
 
     /// Creates a port whose messages go to an actix recipient.
@@ -321,22 +406,7 @@ impl Node {
     }
 
     fn new_port(&self, inbox: Inbox) -> Port {
-        let mut ports = write(&self.shared.ports);
-        // A spawning peer chooses names on this node: skip any it took.
-        let name = loop {
-            let name = self.shared.new_port_name();
-            if !ports.ports.contains_key(&name) {
-                break name;
-            }
-        };
-        ports.ports.insert(
-            name.clone(),
-            PortEntry {
-                inbox,
-                monitors: Vec::new(),
-            },
-        );
-        drop(ports);
+        let name = self.shared.ports.insert_new(inbox);
         Port {
             id: format!("{}#{name}", self.shared.id),
             name,
@@ -358,18 +428,12 @@ impl Node {
         if local.is_empty() || local.contains('#') {
             return Err(bad());
         }
+        if !self
+            .shared
+            .ports
+            .insert_named(local, Inbox::Actor(recipient))
         {
-            let mut ports = write(&self.shared.ports);
-            if ports.ports.contains_key(local) {
-                return Err(bad());
-            }
-            ports.ports.insert(
-                local.to_owned(),
-                PortEntry {
-                    inbox: Inbox::Actor(recipient),
-                    monitors: Vec::new(),
-                },
-            );
+            return Err(bad());
         }
         Ok(Port {
             id: format!("{}#{local}", self.shared.id),
@@ -394,15 +458,7 @@ impl Node {
         if node == &*self.shared.id {
             let args = match value::to_value(msg) {
                 Ok(Value::Array(a)) => a,
-                _ => {
-                    return Err(NodeError::Encode {
-                        port: port.into(),
-                        source: FramingError::Encode {
-                            framing: Framing::Json,
-                            reason: "a message must serialise to a sequence".into(),
-                        },
-                    });
-                }
+                _ => return Err(NodeError::NotASequence { port: port.into() }),
             };
             if name.is_empty() {
                 kernel::handle_local(&self.shared, args);
@@ -448,7 +504,7 @@ impl Node {
     ) -> MonitorGuard {
         let (node, name) = split_port_id(port);
         let s = &self.shared;
-        let id = s.next();
+        let id = s.runtime.next_id();
         let guard = MonitorGuard {
             node: node.to_owned(),
             port: name.to_owned(),
@@ -458,36 +514,22 @@ impl Node {
         };
         let watcher = Watcher::callback(callback);
         if node == &*s.id {
-            let mut ports = write(&s.ports);
-            match ports.ports.get_mut(name) {
-                Some(e) => e.monitors.push((id, watcher)),
-                None => {
-                    drop(ports);
-                    let reason = s.peer.tombstone(name).unwrap_or_else(|| {
-                        vec![
-                            Value::Str("no_such_port".into()),
-                            Value::Str("cannot monitor nonexistent port".into()),
-                            Value::Str(port.into()),
-                        ]
-                    });
-                    s.fire(watcher, name, reason);
-                }
+            if let Err(watcher) = s.ports.add_monitor(name, id, watcher) {
+                let reason = s.peer.tombstone(name).unwrap_or_else(|| {
+                    vec![
+                        Value::Str("no_such_port".into()),
+                        Value::Str("cannot monitor nonexistent port".into()),
+                        Value::Str(port.into()),
+                    ]
+                });
+                s.fire(watcher, name, reason);
             }
             return guard;
         }
-        let first = {
-            let mut mons = lock(&s.remote_monitors);
-            let list = mons
-                .entry(node.to_owned())
-                .or_default()
-                .entry(name.to_owned())
-                .or_default();
-            list.push((id, watcher));
-            list.len() == 1
-        };
+        let first = s.monitors.add(node, name, id, watcher);
         if first && !name.is_empty() {
             let _ = s.send_remote(node, "", &("mon1", name));
-        } else if name.is_empty() && s.link_dialect(node).is_none() && !s.is_pending(node) {
+        } else if name.is_empty() && s.links.dialect(node).is_none() && !s.links.is_pending(node) {
             // Monitoring a node that is not up: connect, so that failure is reported.
             let _ = s.queue(
                 node,
@@ -502,14 +544,8 @@ impl Node {
 
     /// Stops every link and listener of this node.
     pub fn shutdown(&self) {
-        self.shared.stopped.send_replace(true);
-        if let Some(r) = self.shared.registry() {
-            r.do_send(registry::Shutdown);
-        }
-        // The first worker is the arbiter the node was started on: not ours to stop.
-        for w in self.shared.workers.iter().skip(1) {
-            w.stop();
-        }
+        self.shared.runtime.shutdown();
+        self.shared.registry.do_send(registry::Shutdown);
     }
 }
 

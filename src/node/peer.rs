@@ -125,7 +125,7 @@ impl PeerState {
 
 /// Runs once the node's listeners are bound.
 pub(crate) fn started(shared: &Arc<Shared>) {
-    let listeners = read(&shared.listeners)
+    let listeners = read(&shared.runtime.listeners)
         .iter()
         .map(ToString::to_string)
         .collect();

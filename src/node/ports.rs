@@ -1,7 +1,8 @@
 //! Local ports, the monitors watching them, and the `Port` / `MonitorGuard` handles.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::port_stream::Inbox;
 
@@ -37,41 +38,174 @@ pub(crate) struct PortEntry {
     pub monitors: Vec<(u64, Watcher)>,
 }
 
-/// The local port table: port name (the part after `#`) → entry.
-#[derive(Default)]
-pub(crate) struct PortTable {
-    pub ports: super::FastMap<PortEntry>,
+/// The local port table: port name (the part after `#`) → its inbox and the monitors on it.
+pub(crate) struct Ports {
+    table: RwLock<super::FastMap<PortEntry>>,
+    /// Counts removals from the table, so that [`PortCache`]s know to look again.
+    removals: AtomicU64,
+    /// Prefix of the names of our ports (Perl's UNIQ), and the counter after it.
+    uniq: String,
+    next_name: AtomicU64,
 }
 
-impl PortTable {
+impl Ports {
+    pub fn new(uniq: String) -> Ports {
+        Ports {
+            table: RwLock::default(),
+            removals: AtomicU64::new(0),
+            uniq,
+            next_name: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a port under a fresh name and returns the name.
+    pub fn insert_new(&self, inbox: Inbox) -> String {
+        let mut table = write(&self.table);
+        // A spawning peer chooses names on this node: skip any it took.
+        let name = loop {
+            let n = self.next_name.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{}.{n}", self.uniq);
+            if !table.contains_key(&name) {
+                break name;
+            }
+        };
+        table.insert(
+            name.clone(),
+            PortEntry {
+                inbox,
+                monitors: Vec::new(),
+            },
+        );
+        name
+    }
+
+    /// Adds a port under `name`, unless that name is taken.
+    pub fn insert_named(&self, name: &str, inbox: Inbox) -> bool {
+        let mut table = write(&self.table);
+        if table.contains_key(name) {
+            return false;
+        }
+        table.insert(
+            name.to_owned(),
+            PortEntry {
+                inbox,
+                monitors: Vec::new(),
+            },
+        );
+        true
+    }
+
     /// Removes a port and returns its watchers, to be fired outside the lock.
-    pub fn remove(&mut self, name: &str) -> Option<Vec<(u64, Watcher)>> {
-        self.ports.remove(name).map(|e| {
-            e.inbox.close();
-            e.monitors
-        })
+    fn remove(&self, name: &str) -> Option<Watchers> {
+        let entry = write(&self.table).remove(name)?;
+        // Port caches look the port up again.
+        self.removals.fetch_add(1, Ordering::Release);
+        entry.inbox.close();
+        Some(entry.monitors)
+    }
+
+    /// Where a local port's messages go.
+    fn inbox(&self, port: &str) -> Option<Inbox> {
+        read(&self.table).get(port).map(|e| e.inbox.clone())
+    }
+
+    /// Adds a monitor to a port; gives the watcher back if there is no such port.
+    pub fn add_monitor(&self, port: &str, id: u64, watcher: Watcher) -> Result<(), Watcher> {
+        match write(&self.table).get_mut(port) {
+            Some(e) => {
+                e.monitors.push((id, watcher));
+                Ok(())
+            }
+            None => Err(watcher),
+        }
+    }
+
+    /// Adds `node`'s monitor to a port unless it has one there; false if there is no such port.
+    fn add_remote_monitor(&self, port: &str, node: Arc<str>, id: impl FnOnce() -> u64) -> bool {
+        let mut table = write(&self.table);
+        let Some(e) = table.get_mut(port) else {
+            return false;
+        };
+        if !e
+            .monitors
+            .iter()
+            .any(|(_, w)| matches!(w, Watcher::Remote(n) if *n == node))
+        {
+            e.monitors.push((id(), Watcher::Remote(node)));
+        }
+        true
+    }
+
+    /// Removes monitors of a port that `keep` rejects.
+    fn retain_monitors(&self, port: &str, keep: impl FnMut(&(u64, Watcher)) -> bool) {
+        if let Some(e) = write(&self.table).get_mut(port) {
+            e.monitors.retain(keep);
+        }
+    }
+}
+
+/// Watchers with their monitor ids.
+type Watchers = Vec<(u64, Watcher)>;
+
+/// node → port → the local monitors watching that remote port.
+#[derive(Default)]
+pub(crate) struct RemoteMonitors {
+    map: Mutex<HashMap<String, HashMap<String, Watchers>>>,
+}
+
+impl RemoteMonitors {
+    /// Adds a watcher of `node`'s `port`; true if it is the first on that port.
+    pub fn add(&self, node: &str, port: &str, id: u64, watcher: Watcher) -> bool {
+        let mut map = lock(&self.map);
+        let list = map
+            .entry(node.to_owned())
+            .or_default()
+            .entry(port.to_owned())
+            .or_default();
+        list.push((id, watcher));
+        list.len() == 1
+    }
+
+    /// Removes one watcher; true if it was the last on that port.
+    fn cancel(&self, node: &str, port: &str, id: u64) -> bool {
+        let mut map = lock(&self.map);
+        let Some(ports) = map.get_mut(node) else {
+            return false;
+        };
+        let Some(list) = ports.get_mut(port) else {
+            return false;
+        };
+        list.retain(|(i, _)| *i != id);
+        if list.is_empty() {
+            ports.remove(port);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes the watchers of one remote port.
+    fn take_port(&self, node: &str, port: &str) -> Watchers {
+        lock(&self.map)
+            .get_mut(node)
+            .and_then(|m| m.remove(port))
+            .unwrap_or_default()
+    }
+
+    /// Takes the watchers of every port of a node.
+    fn take_node(&self, node: &str) -> HashMap<String, Watchers> {
+        lock(&self.map).remove(node).unwrap_or_default()
     }
 }
 
 // ---- ports and monitors as the node sees them ---------------------------------------------
 
-use super::{Dialect, LinkSlot, PoisonError, Shared, kernel, lock, read, write};
+use super::{Dialect, PoisonError, Shared, kernel, lock, read, write};
 
 impl Shared {
-    // ---- local ports -------------------------------------------------------------------
-
-    pub(super) fn new_port_name(&self) -> String {
-        format!("{}.{}", self.uniq, self.next())
-    }
-
-    /// Where a local port's messages go.
-    fn port_inbox(&self, port: &str) -> Option<Inbox> {
-        read(&self.ports).ports.get(port).map(|e| e.inbox.clone())
-    }
-
     /// Delivers a message to a local port; unknown ports drop it with a debug log.
     pub fn deliver_local(&self, port: &str, msg: Message) {
-        let inbox = self.port_inbox(port);
+        let inbox = self.ports.inbox(port);
         if self.is_live(inbox.as_ref(), port)
             && let Some(inbox) = inbox
         {
@@ -82,9 +216,9 @@ impl Shared {
     /// The inbox of a live local port, remembered in `cache`: a link whose packets mostly go
     /// to one port looks it up once, not once per packet.
     pub fn live_port<'c>(&self, cache: &'c mut PortCache, port: &str) -> Option<&'c Inbox> {
-        let removals = self.port_removals.load(Ordering::Acquire);
+        let removals = self.ports.removals.load(Ordering::Acquire);
         if cache.removals != removals || cache.name != port {
-            cache.inbox = self.port_inbox(port);
+            cache.inbox = self.ports.inbox(port);
             cache.removals = removals;
             port.clone_into(&mut cache.name);
         }
@@ -112,11 +246,9 @@ impl Shared {
 
     /// Kills a local port: removes it and fires its monitors with `reason`.
     pub fn kill_local(&self, port: &str, reason: Vec<Value>) {
-        let Some(watchers) = write(&self.ports).remove(port) else {
+        let Some(watchers) = self.ports.remove(port) else {
             return;
         };
-        // Port caches look the port up again.
-        self.port_removals.fetch_add(1, Ordering::Release);
         if watchers.is_empty() && !reason.is_empty() {
             tracing::info!(node = %self.id, port, ?reason, "unmonitored local port died");
         }
@@ -134,9 +266,8 @@ impl Shared {
             }
             Watcher::Remote(node) => {
                 // Only if the watcher's node is connected, as in Perl.
-                let dialect = match read(&self.links).get(&*node) {
-                    Some(LinkSlot::Up(l)) => l.dialect,
-                    _ => return,
+                let Some(dialect) = self.links.dialect(&node) else {
+                    return;
                 };
                 let mut args = vec![
                     Value::Str(kernel::notify_tag(dialect).into()),
@@ -150,24 +281,15 @@ impl Shared {
 
     /// Registers a remote node's monitor on a local port; a missing port fires at once.
     pub fn monitor_local_for(&self, port: &str, node: Arc<str>) {
+        // At most one registration per (node, port).
+        if self
+            .ports
+            .add_remote_monitor(port, node.clone(), || self.runtime.next_id())
         {
-            let mut ports = write(&self.ports);
-            if let Some(e) = ports.ports.get_mut(port) {
-                // At most one registration per (node, port).
-                if !e
-                    .monitors
-                    .iter()
-                    .any(|(_, w)| matches!(w, Watcher::Remote(n) if *n == node))
-                {
-                    let id = self.next();
-                    e.monitors.push((id, Watcher::Remote(node)));
-                }
-                return;
-            }
+            return;
         }
-        let dialect = match read(&self.links).get(&*node) {
-            Some(LinkSlot::Up(l)) => l.dialect,
-            _ => return,
+        let Some(dialect) = self.links.dialect(&node) else {
+            return;
         };
         // A spawned port that died before this mon1 arrived reports its own reason.
         if let Some(reason) = self.peer.tombstone(port) {
@@ -185,27 +307,24 @@ impl Shared {
     }
 
     pub fn unmonitor_local_for(&self, port: &str, node: &str) {
-        if let Some(e) = write(&self.ports).ports.get_mut(port) {
-            e.monitors
-                .retain(|(_, w)| !matches!(w, Watcher::Remote(n) if &**n == node));
-        }
+        self.ports.retain_monitors(
+            port,
+            |(_, w)| !matches!(w, Watcher::Remote(n) if &**n == node),
+        );
     }
 
     // ---- remote monitors --------------------------------------------------------------
 
     /// A node told us that a port of its own we watch died.
     pub fn remote_port_died(&self, node: &str, port: &str, reason: Vec<Value>) {
-        let watchers = lock(&self.remote_monitors)
-            .get_mut(node)
-            .and_then(|m| m.remove(port))
-            .unwrap_or_default();
+        let watchers = self.monitors.take_port(node, port);
         for (_, w) in watchers {
             self.fire(w, port, reason.clone());
         }
     }
 
     pub(super) fn fire_node_monitors(&self, node: &str, reason: &[Value]) {
-        let watchers = lock(&self.remote_monitors).remove(node).unwrap_or_default();
+        let watchers = self.monitors.take_node(node);
         for (port, list) in watchers {
             for (_, w) in list {
                 self.fire(w, &port, reason.to_vec());
@@ -284,28 +403,11 @@ impl Drop for MonitorGuard {
         }
         let s = &self.shared;
         if self.node == *s.id {
-            if let Some(e) = write(&s.ports).ports.get_mut(&self.port) {
-                e.monitors.retain(|(id, _)| *id != self.id);
-            }
+            s.ports
+                .retain_monitors(&self.port, |(id, _)| *id != self.id);
             return;
         }
-        let last = {
-            let mut mons = lock(&s.remote_monitors);
-            let Some(ports) = mons.get_mut(&self.node) else {
-                return;
-            };
-            let Some(list) = ports.get_mut(&self.port) else {
-                return;
-            };
-            list.retain(|(id, _)| *id != self.id);
-            if list.is_empty() {
-                ports.remove(&self.port);
-                true
-            } else {
-                false
-            }
-        };
-        if last {
+        if s.monitors.cancel(&self.node, &self.port, self.id) {
             let _ = s.send_remote(&self.node, "", &("mon0", &self.port));
         }
     }

@@ -16,7 +16,7 @@ pub struct PortContext {
 }
 
 /// A message handler; an `Err` kills the port with `("die", message)`.
-pub type RcvHandler = Box<dyn FnMut(&PortContext, Message) -> Result<(), String>>;
+pub(crate) type RcvHandler = Box<dyn FnMut(&PortContext, Message) -> Result<(), String>>;
 
 /// Builds a tag-dispatching port; see [`Node::rcv`].
 #[must_use = "a port is only created by start()"]

@@ -14,14 +14,16 @@ use std::sync::Arc;
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 
-use super::{DialectMode, LinkTx, Shared, global};
+use super::inbound::Inbound;
+use super::{DialectMode, DownReason, LinkError, Shared, global};
+use crate::net::LinkEnd;
+use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
 use crate::net::transport;
-use crate::proto::dialect::Dialect;
 
 /// Dial an address.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct Dial {
+pub(crate) struct Dial {
     /// `host:port`.
     pub addr: String,
 }
@@ -29,7 +31,7 @@ pub struct Dial {
 /// Messages wait for `node`: connect to it.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct Connect {
+pub(crate) struct Connect {
     /// The node id.
     pub node: String,
 }
@@ -37,52 +39,20 @@ pub struct Connect {
 /// Known addresses of a node.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct Addresses {
+pub(crate) struct Addresses {
     /// The node id.
     pub node: String,
     /// Its listener addresses.
     pub addrs: Vec<String>,
 }
 
-/// A transport read a peer's line 1: may it go on?
-#[derive(actix::Message)]
-#[rtype(result = "Result<(), String>")]
-pub(crate) struct Line1 {
-    pub conn: u64,
-    pub node: String,
-    pub outgoing: bool,
-    /// The peer is a Rust node (`provider=aemp-rs-…`).
-    pub rust: bool,
-}
-
-/// A transport finished its handshake: make it the node's link (false: close it).
-#[derive(actix::Message)]
-#[rtype(result = "bool")]
-pub(crate) struct Up {
-    pub conn: u64,
-    pub node: String,
-    pub link: LinkTx,
-    pub dialled: Option<String>,
-}
-
-/// A transport ended.
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-pub(crate) struct Down {
-    pub conn: u64,
-    pub node: Option<String>,
-    pub reason: String,
-    /// The handshake failed because the peer's line 1 shows this other dialect.
-    pub mismatch: Option<Dialect>,
-}
-
 /// Stop every link.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;
 
 /// The registry actor; see the module docs.
-pub struct NodeRegistry {
+pub(crate) struct NodeRegistry {
     shared: Arc<Shared>,
     /// Dials whose TCP connect is under way, with the node they are meant to reach.
     dials: HashMap<u64, String>,
@@ -112,13 +82,27 @@ impl NodeRegistry {
     }
 
     fn dial(&mut self, addr: String, node: Option<String>, redial: bool) {
-        let conn = self.shared.next_conn();
+        let runtime = &self.shared.runtime;
+        let conn = runtime.next_id();
         self.shared.peer.count_connection(true);
         if let Some(node) = &node {
             self.dials.insert(conn, node.clone());
         }
+        // A dialler speaks what the listener at that address last showed.
+        let dialect = match self.shared.config.dialect {
+            DialectMode::Fixed(d) => d,
+            DialectMode::Auto { default } => {
+                self.shared.peer.dial_dialect(&addr).unwrap_or(default)
+            }
+        };
         self.outgoing.insert(conn, (addr.clone(), node, redial));
-        transport::dial(self.shared.clone(), addr, conn);
+        transport::dial(
+            runtime.transports.clone(),
+            runtime.worker(),
+            addr,
+            conn,
+            dialect,
+        );
     }
 
     /// Whether we have a connection of our own to `node` under way (other than `except`).
@@ -172,22 +156,22 @@ impl Handler<Connect> for NodeRegistry {
                 self.dial(addr.clone(), Some(node.clone()), false);
             }
         }
-        let message = if addrs.is_empty() {
-            "no known address"
+        let why = if addrs.is_empty() {
+            DownReason::NoAddress
         } else {
-            "unable to connect"
+            DownReason::Unreachable
         };
         ctx.run_later(self.shared.config.connect_timeout, move |act, _| {
             act.connecting.remove(&node);
             if !act.up.contains_key(&node) {
-                act.shared.pending_failed(&node, message);
+                act.shared.pending_failed(&node, why);
             }
         });
     }
 }
 
 impl Handler<Line1> for NodeRegistry {
-    type Result = Result<(), String>;
+    type Result = Result<(), Refusal>;
     fn handle(&mut self, msg: Line1, _: &mut Context<Self>) -> Self::Result {
         let Line1 {
             conn,
@@ -197,7 +181,7 @@ impl Handler<Line1> for NodeRegistry {
         } = msg;
         // Perl's rule, which Perl peers rely on.
         if self.up.contains_key(&node) {
-            return Err("already connected, not connecting again".into());
+            return Err(Refusal::AlreadyConnected);
         }
         let others = self
             .handshakes
@@ -209,10 +193,10 @@ impl Handler<Line1> for NodeRegistry {
             // one past line 1, so that it sends an auth line on one connection only and the
             // other end can complete no other.
             if rust && !outgoing && self.dialling(&node, conn) {
-                return Err("crossing connections: keeping the one we dialled".into());
+                return Err(Refusal::Crossing);
             }
             if others {
-                return Err("a connection to this node is already being set up".into());
+                return Err(Refusal::InProgress);
             }
         }
         self.dials.remove(&conn);
@@ -228,13 +212,13 @@ impl Handler<Line1> for NodeRegistry {
 }
 
 impl Handler<Up> for NodeRegistry {
-    type Result = bool;
-    fn handle(&mut self, msg: Up, _: &mut Context<Self>) -> bool {
+    type Result = Option<Box<dyn PacketSink>>;
+    fn handle(&mut self, msg: Up, _: &mut Context<Self>) -> Self::Result {
         self.forget(msg.conn, &msg.node);
         self.outgoing.remove(&msg.conn);
         let rust = self.rust.remove(&msg.conn);
         if self.up.contains_key(&msg.node) {
-            return false;
+            return None;
         }
         let dialect = msg.link.dialect;
         if let Some(addr) = &msg.dialled {
@@ -255,13 +239,23 @@ impl Handler<Up> for NodeRegistry {
             rust,
             msg.dialled.as_deref(),
         );
-        true
+        Some(Box::new(Inbound::new(
+            self.shared.clone(),
+            msg.node.into(),
+            dialect,
+        )))
     }
 }
 
 impl Handler<Down> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Down, _: &mut Context<Self>) {
+        if let (false, LinkEnd::Failed(error)) = (msg.was_up, &msg.end) {
+            let _ = self.shared.events.link_errors.send(LinkError {
+                addr: msg.addr.clone(),
+                error: error.clone(),
+            });
+        }
         let target = self.dials.remove(&msg.conn);
         self.rust.remove(&msg.conn);
         if let (Some(theirs), Some((addr, _, redial))) =
@@ -279,8 +273,9 @@ impl Handler<Down> for NodeRegistry {
         self.forget(msg.conn, &node);
         if self.up.get(&node) == Some(&msg.conn) {
             self.up.remove(&node);
-            tracing::info!(node = %self.shared.id, peer = %node, reason = %msg.reason, "node down");
-            self.shared.link_failed(&node, msg.conn, &msg.reason);
+            tracing::info!(node = %self.shared.id, peer = %node, reason = %msg.end, "node down");
+            self.shared
+                .link_failed(&node, msg.conn, DownReason::Transport(msg.end));
             global::node_down(&self.shared, &node);
         }
     }
@@ -291,7 +286,7 @@ impl Handler<Shutdown> for NodeRegistry {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         let nodes: Vec<(String, u64)> = self.up.drain().collect();
         for (node, conn) in nodes {
-            self.shared.link_failed(&node, conn, "node shut down");
+            self.shared.link_failed(&node, conn, DownReason::Shutdown);
         }
         ctx.stop();
     }
