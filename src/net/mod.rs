@@ -9,3 +9,6 @@ pub(crate) mod transport;
 
 pub use contract::{LinkEnd, Refusal};
 pub use transport::TransportError;
+
+#[cfg(test)]
+mod tests;
