@@ -10,7 +10,7 @@
 //!
 //! [`crypto`] wraps MD6, which AEMP protocol versions 0 and 1 use for authentication.
 
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod crypto;
