@@ -111,11 +111,13 @@ impl Handler<Message> for TagPort {
     type Result = ();
 
     fn handle(&mut self, msg: Message, ctx: &mut Context<Self>) {
-        let tag = msg.tag().map(|t| t.into_owned());
+        let tag = msg.tag();
         let handler = match tag.as_deref().and_then(|t| self.tags.get_mut(t)) {
             Some(h) => Some(h),
             None => self.default.as_mut(),
         };
+        // The tag borrows the message, which the handler takes.
+        drop(tag);
         let outcome = match handler {
             Some(h) => match catch_unwind(AssertUnwindSafe(|| h(&self.cx, msg))) {
                 Ok(r) => r,
