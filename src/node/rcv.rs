@@ -19,6 +19,37 @@ pub struct PortContext {
 pub type RcvHandler = Box<dyn FnMut(&PortContext, Message) -> Result<(), String>>;
 
 /// Builds a tag-dispatching port; see [`Node::rcv`].
+///
+/// # Example
+///
+/// A message no handler takes goes to the default handler; a handler's `Err` kills the port
+/// with `("die", message)`, which its monitors see:
+///
+/// ```
+/// use aemp::node::{Node, NodeConfig};
+/// use aemp::proto::value::Value;
+/// use tokio::sync::oneshot;
+///
+/// #[actix::main]
+/// async fn main() {
+///     let node = Node::start(NodeConfig::default()).await.unwrap();
+///     let port = node
+///         .rcv()
+///         .on("ok", |_, _| Ok(()))
+///         .default(|_, msg| Err(format!("unknown tag {}", msg.tag().unwrap_or_default())))
+///         .start();
+///     let (tx, rx) = oneshot::channel();
+///     node.mon(&port, move |reason| drop(tx.send(reason)))
+///         .detach();
+///     node.snd(&port, &("ok",)).unwrap();
+///     node.snd(&port, &("what",)).unwrap();
+///     let reason = rx.await.unwrap();
+///     assert_eq!(
+///         reason,
+///         vec![Value::from("die"), Value::from("unknown tag what")]
+///     );
+/// }
+/// ```
 #[must_use = "a port is only created by start()"]
 pub struct Rcv {
     node: Node,
