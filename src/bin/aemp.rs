@@ -192,6 +192,8 @@ fn parse_arg(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::Str(text.to_owned()))
 }
 
+/// Starts this node, then runs the command: `run` serves until interrupted; the others dial
+/// the seed first.
 async fn run(cli: Cli) -> Result<(), String> {
     let c = cli.common;
     let timeout = Duration::from_secs_f64(c.timeout.max(0.1));
@@ -199,7 +201,29 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Run { bind } => bind.clone(),
         _ => Vec::new(),
     };
-    let config = NodeConfig {
+    let config = node_config(&c, binds, timeout)?;
+    let node = Node::start(config).await.map_err(|e| e.to_string())?;
+    if let Command::Run { .. } = cli.command {
+        return serve(&node, &c.seed).await;
+    }
+    let seed_node = connect_seed(&node, &c.seed, timeout).await?;
+    match cli.command {
+        Command::Run { .. } | Command::Gencert { .. } => Ok(()),
+        Command::Snd { port, args } => send_with_receipt(&node, &port, &args, timeout).await,
+        Command::Cal { port, args } => call(&node, &port, &args, timeout).await,
+        Command::Mon { port } => print_kill_reason(&node, &port).await,
+        Command::Bench {
+            mode,
+            n,
+            size,
+            window,
+        } => bench(&node, &seed_node, mode, n, size, window, timeout).await,
+    }
+}
+
+/// The node configuration the common options describe, listening on `binds`.
+fn node_config(c: &Common, binds: Vec<String>, timeout: Duration) -> Result<NodeConfig, String> {
+    Ok(NodeConfig {
         node_id: c.nodeid.clone(),
         secret: c.secret.clone().into_bytes(),
         binds,
@@ -215,82 +239,89 @@ async fn run(cli: Cli) -> Result<(), String> {
         },
         require_tls: c.require_tls,
         ..NodeConfig::default()
-    };
-    let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    if let Command::Run { .. } = cli.command {
-        let listen: Vec<String> = node.listeners().iter().map(|a| a.to_string()).collect();
-        println!("NODE {} LISTEN {}", node.id(), listen.join(","));
-        // An echo port, for checking a node from outside: `[reply, tag, data…]` is answered
-        // by sending `[tag, data…]` to `reply`.
-        let echo = node
-            .rcv()
-            .default(|cx, msg| {
-                let args = msg.args().map_err(|e| e.to_string())?;
-                let Some((reply, rest)) = args.split_first() else {
-                    return Ok(());
-                };
-                let reply = reply.as_str().ok_or("echo: reply port is not a string")?;
-                cx.node.snd(&reply, rest).map_err(|e| e.to_string())
-            })
-            .start();
-        println!("ECHO {echo}");
-        let mut events = node.node_events();
-        for seed in &c.seed {
-            node.connect(seed.clone());
-        }
-        loop {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    // A closed stdout must not take the node down: ignore write errors.
-                    Ok(ev) if ev.up => say(format_args!("UP {} {}", ev.node, ev.dialect.map_or("", |d| d.name()))),
-                    Ok(ev) => say(format_args!("DOWN {} {}", ev.node, Value::Array(ev.reason))),
-                    Err(_) => {}
-                },
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-            }
+    })
+}
+
+/// `aemp run`: announces the node and its echo port, dials the seeds and prints node up/down
+/// events until interrupted.
+async fn serve(node: &Node, seeds: &[String]) -> Result<(), String> {
+    let listen: Vec<String> = node.listeners().iter().map(|a| a.to_string()).collect();
+    println!("NODE {} LISTEN {}", node.id(), listen.join(","));
+    let echo = start_echo_port(node);
+    println!("ECHO {echo}");
+    let mut events = node.node_events();
+    for seed in seeds {
+        node.connect(seed.clone());
+    }
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                // A closed stdout must not take the node down: ignore write errors.
+                Ok(ev) if ev.up => say(format_args!("UP {} {}", ev.node, ev.dialect.map_or("", |d| d.name()))),
+                Ok(ev) => say(format_args!("DOWN {} {}", ev.node, Value::Array(ev.reason))),
+                Err(_) => {}
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
-    let seed_node = connect_seed(&node, &c.seed, timeout).await?;
-    match cli.command {
-        Command::Run { .. } | Command::Gencert { .. } => Ok(()),
-        Command::Snd { port, args } => {
-            let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
-            node.snd(&port, &msg).map_err(|e| e.to_string())?;
-            let (target, _) = aemp::node::split_port_id(&port);
-            let (reply, mut rx) = node.port_stream();
-            node.snd(target, &("snd", reply.id(), "message sent successfully"))
-                .map_err(|e| e.to_string())?;
-            let _ = wait(&mut rx, timeout)
-                .await
-                .ok_or("no receipt from the target node")?;
-            Ok(())
-        }
-        Command::Cal { port, args } => {
-            let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
-            let reply = node
-                .cal(&port, msg, timeout)
-                .await
-                .ok_or("no reply (timed out, or the port died)")?;
-            println!("{}", Value::Array(reply));
-            Ok(())
-        }
-        Command::Mon { port } => {
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            node.mon(&port, move |reason| {
-                let _ = tx.send(reason);
-            })
-            .detach();
-            let reason = rx.recv().await.ok_or("monitor lost")?;
-            println!("{}", Value::Array(reason));
-            Ok(())
-        }
-        Command::Bench {
-            mode,
-            n,
-            size,
-            window,
-        } => bench(&node, &seed_node, mode, n, size, window, timeout).await,
-    }
+}
+
+/// An echo port, for checking a node from outside: `[reply, tag, data…]` is answered by
+/// sending `[tag, data…]` to `reply`. Returns its port id.
+fn start_echo_port(node: &Node) -> String {
+    node.rcv()
+        .default(|cx, msg| {
+            let args = msg.args().map_err(|e| e.to_string())?;
+            let Some((reply, rest)) = args.split_first() else {
+                return Ok(());
+            };
+            let reply = reply.as_str().ok_or("echo: reply port is not a string")?;
+            cx.node.snd(&reply, rest).map_err(|e| e.to_string())
+        })
+        .start()
+}
+
+/// `aemp snd`: sends the message, then asks the target's node port for a receipt (a `snd`
+/// request sent after it on the same link), so success means the target node has it.
+async fn send_with_receipt(
+    node: &Node,
+    port: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
+    node.snd(port, &msg).map_err(|e| e.to_string())?;
+    let (target, _) = aemp::node::split_port_id(port);
+    let (reply, mut rx) = node.port_stream();
+    node.snd(target, &("snd", reply.id(), "message sent successfully"))
+        .map_err(|e| e.to_string())?;
+    let _ = wait(&mut rx, timeout)
+        .await
+        .ok_or("no receipt from the target node")?;
+    Ok(())
+}
+
+/// `aemp cal`: sends the request with a reply port appended and prints the reply as JSON.
+async fn call(node: &Node, port: &str, args: &[String], timeout: Duration) -> Result<(), String> {
+    let msg: Vec<Value> = args.iter().map(|a| parse_arg(a)).collect();
+    let reply = node
+        .cal(port, msg, timeout)
+        .await
+        .ok_or("no reply (timed out, or the port died)")?;
+    println!("{}", Value::Array(reply));
+    Ok(())
+}
+
+/// `aemp mon`: waits until the port dies and prints the kill reason as JSON.
+async fn print_kill_reason(node: &Node, port: &str) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    node.mon(port, move |reason| {
+        let _ = tx.send(reason);
+    })
+    .detach();
+    let reason = rx.recv().await.ok_or("monitor lost")?;
+    println!("{}", Value::Array(reason));
+    Ok(())
 }
 
 async fn wait(rx: &mut PortStream, timeout: Duration) -> Option<Message> {
@@ -300,7 +331,6 @@ async fn wait(rx: &mut PortStream, timeout: Duration) -> Option<Message> {
         .flatten()
 }
 
-/// Dials the seed and waits for its link; returns its node id.
 /// Dials the seed and waits for its link; returns its node id, or the reason it failed.
 async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Result<String, String> {
     let seed = seeds.first().ok_or("--seed HOST:PORT is required")?;
@@ -323,6 +353,8 @@ async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Resul
     }
 }
 
+/// `aemp bench`: measures the link to `target` with standard node-port requests and prints one
+/// `RESULT` line.
 async fn bench(
     node: &Node,
     target: &str,
@@ -332,56 +364,103 @@ async fn bench(
     window: usize,
     timeout: Duration,
 ) -> Result<(), String> {
-    let payload = "x".repeat(size);
-    let (reply, mut rx) = node.port_stream();
-    let reply_id = reply.id().to_owned();
-    let mut rtts = Vec::with_capacity(if matches!(mode, Mode::Oneway) { 0 } else { n });
+    let (reply, rx) = node.port_stream();
+    let mut run = BenchRun {
+        node,
+        target,
+        reply_id: reply.id().to_owned(),
+        rx,
+        payload: "x".repeat(size),
+        timeout,
+    };
     let start = Instant::now();
-    match mode {
-        Mode::Rtt | Mode::Window => {
-            let window = if matches!(mode, Mode::Rtt) {
-                1
-            } else {
-                window.max(1)
-            };
-            let mut sent_at = std::collections::VecDeque::with_capacity(window);
-            let mut sent = 0;
-            while sent < window.min(n) {
+    let rtts = match mode {
+        Mode::Rtt => run.round_trips(n, 1).await?,
+        Mode::Window => run.round_trips(n, window.max(1)).await?,
+        Mode::Oneway => {
+            run.one_way(n).await?;
+            Vec::new()
+        }
+    };
+    print_bench_result(mode, n, size, start.elapsed(), rtts);
+    Ok(())
+}
+
+/// What a bench run sends where, and the port its answers come back to.
+struct BenchRun<'a> {
+    node: &'a Node,
+    target: &'a str,
+    reply_id: String,
+    rx: PortStream,
+    payload: String,
+    timeout: Duration,
+}
+
+impl BenchRun<'_> {
+    /// Sends `n` `snd` requests that come back to our port, `window` of them in flight at
+    /// most; returns the round-trip times.
+    async fn round_trips(&mut self, n: usize, window: usize) -> Result<Vec<Duration>, String> {
+        let mut rtts = Vec::with_capacity(n);
+        let mut sent_at = std::collections::VecDeque::with_capacity(window);
+        let mut sent = 0;
+        while sent < window.min(n) {
+            sent_at.push_back(Instant::now());
+            self.send_probe(sent).await?;
+            sent += 1;
+        }
+        for _ in 0..n {
+            wait(&mut self.rx, self.timeout)
+                .await
+                .ok_or("reply timed out")?;
+            if let Some(t) = sent_at.pop_front() {
+                rtts.push(t.elapsed());
+            }
+            if sent < n {
                 sent_at.push_back(Instant::now());
-                node.send(target, &("snd", reply_id.as_str(), sent, payload.as_str()))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.send_probe(sent).await?;
                 sent += 1;
             }
-            for _ in 0..n {
-                wait(&mut rx, timeout).await.ok_or("reply timed out")?;
-                if let Some(t) = sent_at.pop_front() {
-                    rtts.push(t.elapsed());
-                }
-                if sent < n {
-                    sent_at.push_back(Instant::now());
-                    node.send(target, &("snd", reply_id.as_str(), sent, payload.as_str()))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    sent += 1;
-                }
-            }
         }
-        Mode::Oneway => {
-            for _ in 0..n {
-                node.send(target, &("devnull", payload.as_str()))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            node.send(target, &("time", reply_id.as_str(), "end"))
+        Ok(rtts)
+    }
+
+    /// A `snd` request: the target's node port sends `[seq, payload]` back to our port.
+    async fn send_probe(&self, seq: usize) -> Result<(), String> {
+        let request = ("snd", self.reply_id.as_str(), seq, self.payload.as_str());
+        self.node
+            .send(self.target, &request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends `n` `devnull` requests, then a `time` request whose answer marks the end.
+    async fn one_way(&mut self, n: usize) -> Result<(), String> {
+        for _ in 0..n {
+            self.node
+                .send(self.target, &("devnull", self.payload.as_str()))
                 .await
                 .map_err(|e| e.to_string())?;
-            wait(&mut rx, timeout.max(Duration::from_secs(60)))
-                .await
-                .ok_or("end marker timed out")?;
         }
+        self.node
+            .send(self.target, &("time", self.reply_id.as_str(), "end"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait(&mut self.rx, self.timeout.max(Duration::from_secs(60)))
+            .await
+            .ok_or("end marker timed out")?;
+        Ok(())
     }
-    let elapsed = start.elapsed();
+}
+
+/// Prints the `RESULT` line: throughput, and round-trip mean, median and 99th percentile (0
+/// where no round trip was timed).
+fn print_bench_result(
+    mode: Mode,
+    n: usize,
+    size: usize,
+    elapsed: Duration,
+    mut rtts: Vec<Duration>,
+) {
     rtts.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let mean = if rtts.is_empty() {
@@ -400,5 +479,4 @@ async fn bench(
         pick(0.5),
         pick(0.99)
     );
-    Ok(())
 }

@@ -306,6 +306,27 @@ impl Shared {
 
 /// A running node. Clone it freely; the node runs until [`Node::shutdown`] or the actix
 /// system stops.
+///
+/// # Example
+///
+/// Starting a node inside an actix system:
+///
+/// ```
+/// use aemp::node::{Node, NodeConfig};
+///
+/// #[actix::main]
+/// async fn main() {
+///     // By default: a random `anon/…` id, one listener on an ephemeral loopback port.
+///     let node = Node::start(NodeConfig::with_secret("s3cret"))
+///         .await
+///         .unwrap();
+///     assert!(node.id().starts_with("anon/"));
+///     let addr = node.listeners()[0];
+///     assert!(addr.ip().is_loopback() && addr.port() != 0);
+///     assert!(node.up_nodes().is_empty());
+///     node.shutdown();
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Node {
     shared: Arc<Shared>,
@@ -391,6 +412,41 @@ impl Node {
     }
 
     /// Creates a port whose messages go to an actix recipient.
+    ///
+    /// # Example
+    ///
+    /// An actor that receives a port's messages:
+    ///
+    /// ```
+    /// use actix::{Actor, Context, Handler};
+    /// use aemp::node::{Message, Node, NodeConfig};
+    /// use tokio::sync::mpsc;
+    ///
+    /// struct Greeter(mpsc::UnboundedSender<String>);
+    ///
+    /// impl Actor for Greeter {
+    ///     type Context = Context<Self>;
+    /// }
+    ///
+    /// impl Handler<Message> for Greeter {
+    ///     type Result = ();
+    ///     fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+    ///         if let Ok((name,)) = msg.decode::<(String,)>() {
+    ///             let _ = self.0.send(format!("hello, {name}"));
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let node = Node::start(NodeConfig::default()).await.unwrap();
+    ///     let (tx, mut rx) = mpsc::unbounded_channel();
+    ///     // The port lives as long as this handle.
+    ///     let port = node.port(Greeter(tx).start().recipient());
+    ///     node.snd(port.id(), &("world",)).unwrap();
+    ///     assert_eq!(rx.recv().await.unwrap(), "hello, world");
+    /// }
+    /// ```
     pub fn port(&self, recipient: Recipient<Message>) -> Port {
         self.new_port(Inbox::Actor(recipient))
     }
@@ -399,6 +455,29 @@ impl Node {
     /// `ctx.add_stream(stream)` with a `StreamHandler<Message>`. The fast way in for busy
     /// ports: the node queues each message without an actix envelope and the stream takes
     /// everything queued at once.
+    ///
+    /// # Example
+    ///
+    /// Outside an actor, `recv` awaits the next message:
+    ///
+    /// ```
+    /// use aemp::node::{Node, NodeConfig};
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let node = Node::start(NodeConfig::default()).await.unwrap();
+    ///     let (port, mut inbox) = node.port_stream();
+    ///     node.snd(port.id(), &("count", 1)).unwrap();
+    ///     node.snd(port.id(), &("count", 2)).unwrap();
+    ///     for want in [1, 2] {
+    ///         let msg = inbox.recv().await.unwrap();
+    ///         assert_eq!(
+    ///             msg.decode::<(String, u32)>().unwrap(),
+    ///             ("count".into(), want)
+    ///         );
+    ///     }
+    /// }
+    /// ```
     pub fn port_stream(&self) -> (Port, PortStream) {
         let queue = std::sync::Arc::new(StreamQueue::new());
         let port = self.new_port(Inbox::Stream(queue.clone()));
@@ -446,6 +525,32 @@ impl Node {
     /// Builds a port that dispatches on each message's first element, like Perl's `rcv`:
     /// `node.rcv().on("ping", |cx, msg| { … Ok(()) }).start()` returns the port id. The port's
     /// actor runs on the current arbiter.
+    ///
+    /// # Example
+    ///
+    /// A port that adds two numbers and sends the sum to the reply port it is given:
+    ///
+    /// ```
+    /// use aemp::node::{Node, NodeConfig};
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let node = Node::start(NodeConfig::default()).await.unwrap();
+    ///     let adder = node
+    ///         .rcv()
+    ///         .on("add", |cx, msg| {
+    ///             // The tag is element 0 of what the handler decodes.
+    ///             let (_, a, b, reply): (String, i64, i64, String) =
+    ///                 msg.decode().map_err(|e| e.to_string())?;
+    ///             cx.node.snd(&reply, &(a + b,)).map_err(|e| e.to_string())
+    ///         })
+    ///         .start();
+    ///     let (me, mut inbox) = node.port_stream();
+    ///     node.snd(&adder, &("add", 2, 3, me.id())).unwrap();
+    ///     let sum = inbox.recv().await.unwrap();
+    ///     assert_eq!(sum.decode::<(i64,)>().unwrap(), (5,));
+    /// }
+    /// ```
     pub fn rcv(&self) -> Rcv {
         Rcv::new(self.clone())
     }
@@ -497,6 +602,35 @@ impl Node {
     /// Monitors a port: `callback` runs once with the kill reason when it dies (or with
     /// `("transport_error", node, message)` when its node is lost). Monitoring a bare node id
     /// fires only on transport loss.
+    ///
+    /// # Example
+    ///
+    /// A monitor sees the reason a port was killed with; one on a port that does not exist
+    /// fires at once:
+    ///
+    /// ```
+    /// use aemp::node::{Node, NodeConfig};
+    /// use aemp::proto::value::Value;
+    /// use tokio::sync::oneshot;
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let node = Node::start(NodeConfig::default()).await.unwrap();
+    ///     let (port, _inbox) = node.port_stream();
+    ///     let (tx, rx) = oneshot::channel();
+    ///     // Dropping the guard would cancel the monitor; detached, it stays until it fires.
+    ///     node.mon(port.id(), move |reason| drop(tx.send(reason)))
+    ///         .detach();
+    ///     node.kil(port.id(), vec!["stopped".into()]).unwrap();
+    ///     assert_eq!(rx.await.unwrap(), vec![Value::from("stopped")]);
+    ///
+    ///     let (tx, rx) = oneshot::channel();
+    ///     let missing = format!("{}#nobody", node.id());
+    ///     node.mon(&missing, move |reason| drop(tx.send(reason)))
+    ///         .detach();
+    ///     assert_eq!(rx.await.unwrap()[0], Value::from("no_such_port"));
+    /// }
+    /// ```
     pub fn mon(
         &self,
         port: &str,

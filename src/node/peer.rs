@@ -214,6 +214,56 @@ impl Node {
     /// target ran its init function `init`; if that fails or is not registered there, the port
     /// dies with `("die", …)`, which a monitor of the returned id sees. A spawn on this node
     /// runs the init function before returning.
+    ///
+    /// # Example
+    ///
+    /// One node lets others spawn greeters; a second node spawns one there and talks to it:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use aemp::node::{Node, NodeConfig};
+    /// use aemp::proto::value::Value;
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let server = Node::start(NodeConfig::with_secret("s3cret"))
+    ///         .await
+    ///         .unwrap();
+    ///     server.register_init("greeter", |node, port_id, args| {
+    ///         let greeting = args.first().and_then(Value::as_str).unwrap_or_default();
+    ///         let greeting = greeting.into_owned();
+    ///         node.rcv()
+    ///             .on("greet", move |cx, msg| {
+    ///                 let (_, name, reply): (String, String, String) =
+    ///                     msg.decode().map_err(|e| e.to_string())?;
+    ///                 let text = format!("{greeting}, {name}");
+    ///                 cx.node.snd(&reply, &(text,)).map_err(|e| e.to_string())
+    ///             })
+    ///             .start_named(&port_id)
+    ///             .map(drop)
+    ///             .map_err(|e| e.to_string())
+    ///     });
+    ///
+    ///     let client = Node::start(NodeConfig {
+    ///         seeds: vec![server.listeners()[0].to_string()],
+    ///         ..NodeConfig::with_secret("s3cret")
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     // The id is known at once; the port exists once the request has run over there.
+    ///     let greeter = client.spawn(server.id(), "greeter", vec!["hello".into()]);
+    ///     assert!(greeter.starts_with(&format!("{}#", server.id())));
+    ///     // Sent after the spawn request on the same link, so it arrives after it.
+    ///     let (me, mut inbox) = client.port_stream();
+    ///     client.snd(&greeter, &("greet", "world", me.id())).unwrap();
+    ///     let answer = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+    ///         .await
+    ///         .expect("an answer within 10 s")
+    ///         .expect("the port is open");
+    ///     assert_eq!(answer.decode::<(String,)>().unwrap().0, "hello, world");
+    /// }
+    /// ```
     pub fn spawn(&self, node: &str, init: &str, args: Vec<Value>) -> String {
         let p = &self.shared.peer;
         let name = format!(
@@ -242,6 +292,49 @@ impl Node {
     ///
     /// Call it inside the actix system. From an actor, run it with
     /// `ctx.spawn(node.cal(…).into_actor(self).map(|reply, act, ctx| …))`.
+    ///
+    /// # Example
+    ///
+    /// A request to a port on another node, and one to that node's node port:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use aemp::node::{Node, NodeConfig};
+    /// use aemp::proto::value::Value;
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let server = Node::start(NodeConfig::with_secret("s3cret"))
+    ///         .await
+    ///         .unwrap();
+    ///     let adder = server
+    ///         .rcv()
+    ///         .on("add", |cx, msg| {
+    ///             // `cal` appended the reply port as the last element.
+    ///             let (_, a, b, reply): (String, i64, i64, String) =
+    ///                 msg.decode().map_err(|e| e.to_string())?;
+    ///             cx.node.snd(&reply, &(a + b,)).map_err(|e| e.to_string())
+    ///         })
+    ///         .start();
+    ///
+    ///     let client = Node::start(NodeConfig {
+    ///         seeds: vec![server.listeners()[0].to_string()],
+    ///         ..NodeConfig::with_secret("s3cret")
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     let timeout = Duration::from_secs(10);
+    ///     let sum = client.cal(&adder, vec!["add".into(), 2.into(), 3.into()], timeout);
+    ///     assert_eq!(sum.await, Some(vec![Value::Int(5)]));
+    ///     // A bare node id names its node port: `time` answers with the node's clock.
+    ///     let now = client
+    ///         .cal(server.id(), vec!["time".into()], timeout)
+    ///         .await
+    ///         .unwrap();
+    ///     assert!(now[0].as_f64().is_some_and(|secs| secs > 0.0));
+    /// }
+    /// ```
     pub fn cal(
         &self,
         port: &str,

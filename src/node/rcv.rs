@@ -19,6 +19,37 @@ pub struct PortContext {
 pub(crate) type RcvHandler = Box<dyn FnMut(&PortContext, Message) -> Result<(), String>>;
 
 /// Builds a tag-dispatching port; see [`Node::rcv`].
+///
+/// # Example
+///
+/// A message no handler takes goes to the default handler; a handler's `Err` kills the port
+/// with `("die", message)`, which its monitors see:
+///
+/// ```
+/// use aemp::node::{Node, NodeConfig};
+/// use aemp::proto::value::Value;
+/// use tokio::sync::oneshot;
+///
+/// #[actix::main]
+/// async fn main() {
+///     let node = Node::start(NodeConfig::default()).await.unwrap();
+///     let port = node
+///         .rcv()
+///         .on("ok", |_, _| Ok(()))
+///         .default(|_, msg| Err(format!("unknown tag {}", msg.tag().unwrap_or_default())))
+///         .start();
+///     let (tx, rx) = oneshot::channel();
+///     node.mon(&port, move |reason| drop(tx.send(reason)))
+///         .detach();
+///     node.snd(&port, &("ok",)).unwrap();
+///     node.snd(&port, &("what",)).unwrap();
+///     let reason = rx.await.unwrap();
+///     assert_eq!(
+///         reason,
+///         vec![Value::from("die"), Value::from("unknown tag what")]
+///     );
+/// }
+/// ```
 #[must_use = "a port is only created by start()"]
 pub struct Rcv {
     node: Node,
@@ -111,11 +142,13 @@ impl Handler<Message> for TagPort {
     type Result = ();
 
     fn handle(&mut self, msg: Message, ctx: &mut Context<Self>) {
-        let tag = msg.tag().map(|t| t.into_owned());
+        let tag = msg.tag();
         let handler = match tag.as_deref().and_then(|t| self.tags.get_mut(t)) {
             Some(h) => Some(h),
             None => self.default.as_mut(),
         };
+        // The tag borrows the message, which the handler takes.
+        drop(tag);
         let outcome = match handler {
             Some(h) => match catch_unwind(AssertUnwindSafe(|| h(&self.cx, msg))) {
                 Ok(r) => r,

@@ -14,10 +14,11 @@ mod storable;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::value::Value;
 
@@ -194,7 +195,30 @@ impl Packet {
     /// Element 1 as a string: the request tag of a node-port packet (`""` when absent or not a
     /// string). Decodes nothing else.
     pub fn node_request_tag(&self) -> Result<String, FramingError> {
-        self.decode::<RequestTag>().map(|t| t.0)
+        let first = match self.framing {
+            // Skipped the lighter way serde_json skips (see `Checked`), as it always was.
+            Framing::Json => self.decode::<FirstArg<IgnoredAny>>()?.0,
+            Framing::Cbor | Framing::Storable => self.first_arg()?,
+        };
+        Ok(first
+            .and_then(|v| match v {
+                Value::Str(s) => Some(s),
+                other => other.as_str().map(Cow::into_owned),
+            })
+            .unwrap_or_default())
+    }
+
+    /// Element 1, the first message element after the destination, as a loose value; `None`
+    /// when the packet has no element 1. It is what element 1 of [`Packet::to_value`] is, and
+    /// this fails exactly when that fails, but no value is built for the other elements: they
+    /// are walked and checked only.
+    pub fn first_arg(&self) -> Result<Option<Value>, FramingError> {
+        match self.framing {
+            Framing::Json => json::decode::<FirstArg<Checked>>(&self.bytes).map(|f| f.0),
+            // The direct CBOR deserializer checks every item it skips as `to_value` would.
+            Framing::Cbor => cbor::decode::<FirstArg<IgnoredAny>>(&self.bytes).map(|f| f.0),
+            Framing::Storable => storable::first_arg(&self.bytes),
+        }
     }
 
     /// The whole packet (destination included) decoded straight into a serde type.
@@ -310,33 +334,104 @@ pub fn encode_value(
     }
 }
 
-/// Reads element 1 of a packet as a string and skips the rest without building values.
-struct RequestTag(String);
+/// Element 1 of a packet as a loose value (`None` when the packet has none); the other elements
+/// are passed over by `S`, which builds nothing.
+struct FirstArg<S>(Option<Value>, PhantomData<S>);
 
-impl<'de> serde::Deserialize<'de> for RequestTag {
+impl<'de, S: serde::Deserialize<'de>> serde::Deserialize<'de> for FirstArg<S> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RequestTag;
+        struct V<S>(PhantomData<S>);
+        impl<'de, S: serde::Deserialize<'de>> serde::de::Visitor<'de> for V<S> {
+            type Value = FirstArg<S>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a packet array")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<RequestTag, A::Error> {
-                use serde::de::IgnoredAny;
-                let _dest: Option<IgnoredAny> = seq.next_element()?;
-                let tag = seq.next_element::<Value>()?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                let tag = match tag {
-                    Some(Value::Str(s)) => s,
-                    Some(other) => other.as_str().map(|s| s.into_owned()).unwrap_or_default(),
-                    None => String::new(),
-                };
-                Ok(RequestTag(tag))
+            ) -> Result<FirstArg<S>, A::Error> {
+                let _dest: Option<S> = seq.next_element()?;
+                let first = seq.next_element::<Value>()?;
+                while seq.next_element::<S>()?.is_some() {}
+                Ok(FirstArg(first, PhantomData))
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V(PhantomData))
+    }
+}
+
+/// Passes over one item the way [`Value`]'s `Deserialize` reads it (`deserialize_any` all the
+/// way down), so the format checks everything it checks for a value, but keeps nothing.
+///
+/// `IgnoredAny` is not enough for `json`: serde_json skips an ignored item with a lighter
+/// parser that accepts what a value refuses (numbers out of range, nesting past its recursion
+/// limit).
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        <Checked as serde::Deserialize>::deserialize(d)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        <Checked as serde::Deserialize>::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        // A value's keys must be scalars: read them as a value does.
+        while let Some(key) = map.next_key::<Value>()? {
+            if matches!(key, Value::Null | Value::Array(_) | Value::Map(_)) {
+                return Err(serde::de::Error::custom(
+                    "map key is not a string, number or boolean",
+                ));
+            }
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
     }
 }

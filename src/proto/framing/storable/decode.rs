@@ -326,6 +326,17 @@ enum Building<'p, 'a> {
 }
 
 impl<'p, 'a> Builder<'p, 'a> {
+    /// A builder over `nodes` with the budget for an image of `image`'s size.
+    fn new(nodes: &'p [Node<'a>], image: &[u8]) -> Self {
+        Builder {
+            nodes,
+            budget: image
+                .len()
+                .saturating_mul(2 * NODE_COST)
+                .saturating_add(4096),
+        }
+    }
+
     fn spend(&mut self, cost: usize) -> Result<(), FramingError> {
         self.budget = self
             .budget
@@ -380,24 +391,12 @@ impl<'p, 'a> Builder<'p, 'a> {
         tag: usize,
         stack: &mut Vec<Building<'p, 'a>>,
     ) -> Result<Option<Value>, FramingError> {
-        let nodes = self.nodes;
-        let mut node = nodes.get(tag).ok_or_else(truncated)?;
-        let mut hops = 0;
-        while let Node::Ref(target) = node {
-            hops += 1;
-            if hops > MAX_DEPTH {
-                return Err(malformed("references nested too deeply or cyclic"));
-            }
-            node = nodes.get(*target).ok_or_else(truncated)?;
-        }
-        self.spend(NODE_COST)?;
-        let open = match node {
+        let open = match self.resolve(tag)? {
             Node::Null | Node::Ref(_) => return Ok(Some(Value::Null)),
             Node::Bool(b) => return Ok(Some(Value::Bool(*b))),
             Node::Int(i) => return Ok(Some(Value::Int(*i))),
             Node::Float(f) => return Ok(Some(Value::Float(*f))),
             Node::Str(s) => {
-                self.spend(s.len())?;
                 return Ok(Some(match std::str::from_utf8(s) {
                     Ok(s) => Value::Str(s.to_owned()),
                     Err(_) => Value::Bytes(s.to_vec()),
@@ -419,6 +418,71 @@ impl<'p, 'a> Builder<'p, 'a> {
         stack.push(open);
         Ok(None)
     }
+
+    /// The object `tag` stands for, references followed, with its cost (and a string's bytes)
+    /// spent.
+    fn resolve(&mut self, tag: usize) -> Result<&'p Node<'a>, FramingError> {
+        let nodes = self.nodes;
+        let mut node = nodes.get(tag).ok_or_else(truncated)?;
+        let mut hops = 0;
+        while let Node::Ref(target) = node {
+            hops += 1;
+            if hops > MAX_DEPTH {
+                return Err(malformed("references nested too deeply or cyclic"));
+            }
+            node = nodes.get(*target).ok_or_else(truncated)?;
+        }
+        self.spend(NODE_COST)?;
+        if let Node::Str(s) = node {
+            self.spend(s.len())?;
+        }
+        Ok(node)
+    }
+
+    /// Succeeds exactly when [`Builder::build`] of `root` would: the same walk, spending the
+    /// same budget and bounded by the same depth, with nothing built.
+    fn check(&mut self, root: usize) -> Result<(), FramingError> {
+        let mut stack: Vec<Walking<'p, 'a>> = Vec::new();
+        let mut next = root;
+        loop {
+            let open = match self.resolve(next)? {
+                Node::Array(items) => Some(Walking::Items(items.iter())),
+                Node::Hash(entries) => Some(Walking::Entries(entries.iter())),
+                _ => None,
+            };
+            if let Some(open) = open {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(malformed("nested too deeply or cyclic"));
+                }
+                stack.push(open);
+            }
+            next = loop {
+                let child = match stack.last_mut() {
+                    None => return Ok(()),
+                    Some(Walking::Items(rest)) => rest.next().copied(),
+                    Some(Walking::Entries(rest)) => match rest.next() {
+                        Some(&(k, _, v)) => {
+                            self.spend(k.len())?;
+                            Some(v)
+                        }
+                        None => None,
+                    },
+                };
+                match child {
+                    Some(child) => break child,
+                    None => {
+                        stack.pop();
+                    }
+                }
+            };
+        }
+    }
+}
+
+/// A container being walked by [`Builder::check`]: the tags still to visit.
+enum Walking<'p, 'a> {
+    Items(std::slice::Iter<'p, usize>),
+    Entries(std::slice::Iter<'p, (&'a [u8], KeyForm, usize)>),
 }
 
 fn key_text(key: &[u8], form: KeyForm) -> String {
@@ -474,6 +538,29 @@ pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
 }
 
 pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
+    let (nodes, root) = read_image(bytes)?;
+    Builder::new(&nodes, bytes).build(root)
+}
+
+/// Element 1 of the packet as [`to_value`] gives it, failing exactly when that fails: the whole
+/// image is read and its expansion walked within the same budget, but only element 1 is built.
+pub(super) fn first_arg(bytes: &[u8]) -> Result<Option<Value>, FramingError> {
+    let (nodes, root) = read_image(bytes)?;
+    Builder::new(&nodes, bytes).check(root)?;
+    let Some(Node::Array(items)) = nodes.get(root) else {
+        return Err(FramingError::NotAnArray {
+            framing: Framing::Storable,
+        });
+    };
+    // Within budget as part of the whole, so within budget alone.
+    items
+        .get(1)
+        .map(|&tag| Builder::new(&nodes, bytes).build(tag))
+        .transpose()
+}
+
+/// Reads a whole image into its arena; returns the arena and the root's tag, an array.
+fn read_image(bytes: &[u8]) -> Result<(Vec<Node<'_>>, usize), FramingError> {
     let mut p = Parser {
         buf: bytes,
         pos: check_header(bytes)?,
@@ -489,14 +576,7 @@ pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
             framing: Framing::Storable,
         });
     }
-    let mut builder = Builder {
-        nodes: &p.nodes,
-        budget: bytes
-            .len()
-            .saturating_mul(2 * NODE_COST)
-            .saturating_add(4096),
-    };
-    builder.build(root)
+    Ok((p.nodes, root))
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
@@ -605,6 +685,41 @@ mod tests {
             to_value(&bomb),
             Err(FramingError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn first_arg_fails_exactly_when_the_whole_image_does() {
+        // ["", "t", x]: root 0, "" 1, "t" 2, x from tag 3 on.
+        let with = |x: &dyn Fn(&mut Vec<u8>)| {
+            let mut image = hex("05 0b 02 00000003 0a00 0a0174");
+            x(&mut image);
+            image
+        };
+        let small = with(&|out| doubling(4, &mut 3, out));
+        let bomb = with(&|out| doubling(60, &mut 3, out));
+        let cyclic = with(&|out| out.extend(hex("04 02 00000001 04 00 00000004")));
+        let deep = with(&|out| {
+            out.extend(std::iter::repeat_n(SX_REF, MAX_DEPTH + 5));
+            out.push(SX_UNDEF);
+        });
+        assert_eq!(first_arg(&small).unwrap(), Some(s("t")));
+        for image in [&bomb, &cyclic, &deep] {
+            assert!(to_value(image).is_err());
+            assert!(first_arg(image).is_err());
+        }
+        // The walk that checks agrees with the build it stands for, object by object.
+        for image in [&small, &bomb, &cyclic, &deep, &hex(EXAMPLE)[1..].to_vec()] {
+            let (nodes, _) = read_image(image).unwrap();
+            for tag in 0..nodes.len() {
+                let built = Builder::new(&nodes, image).build(tag).is_ok();
+                let checked = Builder::new(&nodes, image).check(tag).is_ok();
+                assert_eq!(checked, built, "tag {tag}");
+            }
+        }
+        // No element 1: `[""]`, `[]`.
+        assert_eq!(first_arg(&hex("05 0b 02 00000001 0a00")).unwrap(), None);
+        assert_eq!(first_arg(&hex("05 0b 02 00000000")).unwrap(), None);
+        assert!(first_arg(&hex("05 0b 03 00000000")).is_err());
     }
 
     #[test]

@@ -167,6 +167,11 @@ pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
     decode::to_value(bytes)
 }
 
+/// Element 1 of a complete image, as [`to_value`] would give it, without building the others.
+pub(super) fn first_arg(bytes: &[u8]) -> Result<Option<Value>, FramingError> {
+    decode::first_arg(bytes)
+}
+
 /// A complete image as a serde type, with Perl's loose typing.
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
     decode::decode(bytes)
