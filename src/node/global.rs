@@ -267,50 +267,18 @@ impl Global {
         let arg = |i: usize| args.get(i);
         let text = |i: usize| arg(i).and_then(Value::as_str).map(|t| t.into_owned());
         match tag {
-            "addr" => {
-                let Some(addrs) = arg(0).and_then(strings) else {
-                    return Vec::new();
-                };
-                self.tracked(|g| {
-                    g.set_listeners(node, addrs.clone());
-                    let mut out = vec![Effect::Addresses(node.to_owned(), addrs.clone())];
-                    let news = Value::Map(vec![(node.to_owned(), addrs_value(&addrs))]);
-                    for slave in &g.seedme {
-                        if let (true, Some(port)) = (slave != node, g.helper_port(slave)) {
-                            out.push(Effect::Send(port, vec![s("nodes"), news.clone()]));
-                        }
-                    }
-                    out
-                })
-            }
-            "nodes" => {
-                let Some(map) = arg(0).and_then(Value::as_map) else {
-                    return Vec::new();
-                };
-                let mut out = Vec::new();
-                for (id, addrs) in map.iter().take(MAX_ENTRIES) {
-                    if *id == self.own_id || id.is_empty() {
-                        continue;
-                    }
-                    if let Some(addrs) = strings(addrs).filter(|a| !a.is_empty()) {
-                        out.push(Effect::Addresses(id.clone(), addrs));
-                        out.push(Effect::Connect(id.clone()));
-                    }
-                }
-                out
-            }
-            "find" => {
-                let (Some(other), Some(port)) = (text(0), self.helper_port(node)) else {
-                    return Vec::new();
-                };
-                match self.listeners_of(&other) {
-                    Some(addrs) => vec![Effect::Send(
-                        port,
-                        vec![s("nodes"), Value::Map(vec![(other, addrs_value(&addrs))])],
-                    )],
-                    None => Vec::new(),
-                }
-            }
+            "addr" => match arg(0).and_then(strings) {
+                Some(addrs) => self.helper_addr(node, addrs),
+                None => Vec::new(),
+            },
+            "nodes" => match arg(0).and_then(Value::as_map) {
+                Some(map) => self.helper_nodes(map),
+                None => Vec::new(),
+            },
+            "find" => match text(0) {
+                Some(other) => self.helper_find(node, other),
+                None => Vec::new(),
+            },
             "set" => {
                 if let Some(map) = arg(0).and_then(Value::as_map) {
                     for (group, ports) in map {
@@ -332,27 +300,71 @@ impl Global {
                 }
                 Vec::new()
             }
-            "seedme1" => {
-                if self.seedme.len() < MAX_ENTRIES {
-                    self.seedme.insert(node.to_owned());
-                }
-                let known: Vec<(String, Value)> = self
-                    .listeners
-                    .iter()
-                    .map(|(n, a)| (n.clone(), addrs_value(a)))
-                    .collect();
-                match self.helper_port(node) {
-                    Some(port) if !known.is_empty() => {
-                        vec![Effect::Send(port, vec![s("nodes"), Value::Map(known)])]
-                    }
-                    _ => Vec::new(),
-                }
-            }
+            "seedme1" => self.helper_seedme(node),
             "seedme0" => {
                 self.seedme.remove(node);
                 Vec::new()
             }
             // "setup" runs Perl-internal hooks (DataConn); anything else is not ours to judge.
+            _ => Vec::new(),
+        }
+    }
+
+    /// 1.x `addr [addr…]`: where `node` listens; passed on to the nodes that asked for news.
+    fn helper_addr(&mut self, node: &str, addrs: Vec<String>) -> Vec<Effect> {
+        self.tracked(|g| {
+            g.set_listeners(node, addrs.clone());
+            let mut out = vec![Effect::Addresses(node.to_owned(), addrs.clone())];
+            let news = Value::Map(vec![(node.to_owned(), addrs_value(&addrs))]);
+            for slave in &g.seedme {
+                if let (true, Some(port)) = (slave != node, g.helper_port(slave)) {
+                    out.push(Effect::Send(port, vec![s("nodes"), news.clone()]));
+                }
+            }
+            out
+        })
+    }
+
+    /// 1.x `nodes {id: [addr…]}`: 1.x nodes mesh fully, so we connect to each.
+    fn helper_nodes(&self, map: &[(String, Value)]) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for (id, addrs) in map.iter().take(MAX_ENTRIES) {
+            if *id == self.own_id || id.is_empty() {
+                continue;
+            }
+            if let Some(addrs) = strings(addrs).filter(|a| !a.is_empty()) {
+                out.push(Effect::Addresses(id.clone(), addrs));
+                out.push(Effect::Connect(id.clone()));
+            }
+        }
+        out
+    }
+
+    /// 1.x `find node`: answered through our helper on the asker, if we know where `other` is.
+    fn helper_find(&self, node: &str, other: String) -> Vec<Effect> {
+        let (Some(port), Some(addrs)) = (self.helper_port(node), self.listeners_of(&other)) else {
+            return Vec::new();
+        };
+        vec![Effect::Send(
+            port,
+            vec![s("nodes"), Value::Map(vec![(other, addrs_value(&addrs))])],
+        )]
+    }
+
+    /// 1.x `seedme1`: `node` wants news of new nodes; it gets what we know now.
+    fn helper_seedme(&mut self, node: &str) -> Vec<Effect> {
+        if self.seedme.len() < MAX_ENTRIES {
+            self.seedme.insert(node.to_owned());
+        }
+        let known: Vec<(String, Value)> = self
+            .listeners
+            .iter()
+            .map(|(n, a)| (n.clone(), addrs_value(a)))
+            .collect();
+        match self.helper_port(node) {
+            Some(port) if !known.is_empty() => {
+                vec![Effect::Send(port, vec![s("nodes"), Value::Map(known)])]
+            }
             _ => Vec::new(),
         }
     }
@@ -827,7 +839,12 @@ mod tests {
                 vec![s("g_reply"), s("q1"), arr(&["me", "slave"])]
             )]
         );
-        // A monitor gets the state, then each change.
+        assert!(wire(&mut g, "x", "g_nonsense", &[]).is_none());
+    }
+
+    #[test]
+    fn p2_family_monitors_get_the_state_then_each_change() {
+        let mut g = g();
         let out = wire(&mut g, "watcher", "g_mon1", &[s("svc")]).unwrap();
         assert_eq!(
             out,
@@ -872,6 +889,64 @@ mod tests {
                 ]
             )]
         );
-        assert!(wire(&mut g, "x", "g_nonsense", &[]).is_none());
+    }
+
+    #[test]
+    fn p2_globals_exchange_databases_and_queries_see_them() {
+        let mut g = g();
+        let own_db = Value::Map(vec![(
+            "'l".into(),
+            Value::Map(vec![("me".into(), arr(&["127.0.0.1:1"]))]),
+        )]);
+        let out = wire(&mut g, "g2", "g_global", &[]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Send("g2".into(), vec![s("g_set"), own_db])]
+        );
+        let theirs = Value::Map(vec![
+            (
+                "'l".into(),
+                Value::Map(vec![("g2".into(), arr(&["10.0.0.2:2"]))]),
+            ),
+            ("svc".into(), Value::Map(vec![("k".into(), Value::Int(7))])),
+        ]);
+        let out = wire(&mut g, "g2", "g_set", &[theirs]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Addresses("g2".into(), vec!["10.0.0.2:2".into()])]
+        );
+        let out = wire(&mut g, "s", "g_db_family", &[s("svc"), s("b")]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Send(
+                "s".into(),
+                vec![
+                    s("g_reply"),
+                    s("b"),
+                    Value::Map(vec![("k".into(), Value::Int(7))])
+                ]
+            )]
+        );
+        let out = wire(&mut g, "s", "g_db_values", &[s("svc"), s("c")]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Send(
+                "s".into(),
+                vec![s("g_reply"), s("c"), Value::Array(vec![Value::Int(7)])]
+            )]
+        );
+        // After g_mon0 a change is told to nobody.
+        wire(&mut g, "s", "g_mon1", &[s("svc")]).unwrap();
+        assert!(wire(&mut g, "s", "g_mon0", &[s("svc")]).unwrap().is_empty());
+        let set = Value::Map(vec![("k".into(), Value::Int(8))]);
+        assert!(
+            wire(&mut g, "g2", "g_upd", &[s("svc"), set, Value::Null])
+                .unwrap()
+                .is_empty()
+        );
+        // Answers to requests we never make change nothing.
+        let found = [s("n"), arr(&["10.0.0.9:9"])];
+        assert!(wire(&mut g, "g2", "g_found", &found).unwrap().is_empty());
+        assert_eq!(g.listeners_of("n"), None);
     }
 }
