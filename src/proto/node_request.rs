@@ -495,6 +495,41 @@ impl Args<'_> {
         self.reply().map(Some)
     }
 
+    /// `port reason…`: a [`NodeRequest::Kill`] if `kill`, else a [`NodeRequest::PortDied`].
+    fn port_and_reason(mut self, kill: bool) -> Result<NodeRequest, NodeRequestError> {
+        let port = self.text("port")?;
+        let reason = self.rest();
+        Ok(if kill {
+            NodeRequest::Kill { port, reason }
+        } else {
+            NodeRequest::PortDied { port, reason }
+        })
+    }
+
+    /// `name init args…` of a spawn.
+    fn spawn(mut self) -> Result<NodeRequest, NodeRequestError> {
+        let name = self.text("port name")?;
+        let init = self.text("init function")?;
+        if name.is_empty() || name.contains('#') {
+            return Err(NodeRequestError::PortName {
+                tag: self.tag.to_owned(),
+            });
+        }
+        Ok(NodeRequest::Spawn {
+            name,
+            init,
+            args: self.rest(),
+        })
+    }
+
+    /// `family set del` of `g_upd` and `g_chg2` (a null set or del is empty).
+    fn change(&mut self) -> Result<(String, Family, Vec<String>), NodeRequestError> {
+        let family = self.text("family")?;
+        let set = self.family("set")?.unwrap_or_default();
+        let del = self.texts("deleted keys")?.unwrap_or_default();
+        Ok((family, set, del))
+    }
+
     /// The rest as `snd_multiple`'s `[port, msg…]` items.
     fn relays(self) -> Result<Vec<Relay>, NodeRequestError> {
         let tag = self.tag;
@@ -611,35 +646,6 @@ impl NodeRequest {
     }
 }
 
-impl Args<'_> {
-    /// `port reason…`: a [`NodeRequest::Kill`] if `kill`, else a [`NodeRequest::PortDied`].
-    fn port_and_reason(mut self, kill: bool) -> Result<NodeRequest, NodeRequestError> {
-        let port = self.text("port")?;
-        let reason = self.rest();
-        Ok(if kill {
-            NodeRequest::Kill { port, reason }
-        } else {
-            NodeRequest::PortDied { port, reason }
-        })
-    }
-
-    /// `name init args…` of a spawn.
-    fn spawn(mut self) -> Result<NodeRequest, NodeRequestError> {
-        let name = self.text("port name")?;
-        let init = self.text("init function")?;
-        if name.is_empty() || name.contains('#') {
-            return Err(NodeRequestError::PortName {
-                tag: self.tag.to_owned(),
-            });
-        }
-        Ok(NodeRequest::Spawn {
-            name,
-            init,
-            args: self.rest(),
-        })
-    }
-}
-
 impl GlobalRequest {
     /// The `g_*` request `a.tag`; `None` if it is not one of §3.8 (nothing is read then).
     fn parse(a: &mut Args<'_>) -> Result<Option<GlobalRequest>, NodeRequestError> {
@@ -696,16 +702,6 @@ impl GlobalRequest {
             }
             _ => return Ok(None),
         }))
-    }
-}
-
-impl Args<'_> {
-    /// `family set del` of `g_upd` and `g_chg2` (a null set or del is empty).
-    fn change(&mut self) -> Result<(String, Family, Vec<String>), NodeRequestError> {
-        let family = self.text("family")?;
-        let set = self.family("set")?.unwrap_or_default();
-        let del = self.texts("deleted keys")?.unwrap_or_default();
-        Ok((family, set, del))
     }
 }
 
