@@ -8,6 +8,7 @@ use aemp::proto::dialect::Dialect;
 use aemp::proto::framing::{DEFAULT_MAX_PACKET, Framing, Packet, PacketDecoder, encode_value};
 use aemp::proto::greeting::Nonce;
 use aemp::proto::handshake::{Event, Handshake, HandshakeConfig};
+use aemp::proto::node_request::NodeRequest;
 use aemp::proto::value::Value;
 use bytes::BytesMut;
 
@@ -178,6 +179,13 @@ pub fn check_packet(p: &Packet) {
             "{framing}: dest() disagrees with element 0"
         ),
         Some(_) => {}
+    }
+    // Any packet's arguments may reach the node port: parsing them must not panic, whatever
+    // the dialect.
+    if let Ok(args) = &args {
+        for dialect in Dialect::ALL {
+            let _ = NodeRequest::parse(dialect, args.clone());
+        }
     }
     if let Ok(typed) = &typed
         && !has_nan(&value)

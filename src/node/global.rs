@@ -16,6 +16,7 @@ use std::sync::{Arc, Weak};
 
 use super::{Node, Shared, kernel, registry};
 use crate::proto::dialect::Dialect;
+use crate::proto::node_request::{Database, Family, GlobalRequest, tag};
 use crate::proto::value::Value;
 
 /// The init function 1.x nodes spawn on every peer.
@@ -36,8 +37,8 @@ pub(crate) enum Effect {
     Connect(String),
 }
 
-type Family = BTreeMap<String, Value>;
-type Db = BTreeMap<String, Family>;
+/// A node's database, as `g_*` requests carry it.
+type Db = Database;
 
 /// See the module docs.
 #[derive(Default)]
@@ -83,26 +84,6 @@ fn addrs_value(addrs: &[String]) -> Value {
 
 fn map_value(f: &Family) -> Value {
     Value::Map(f.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-}
-
-fn parse_family(v: &Value) -> Option<Family> {
-    Some(
-        v.as_map()?
-            .iter()
-            .take(MAX_ENTRIES)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    )
-}
-
-fn parse_db(v: &Value) -> Option<Db> {
-    Some(
-        v.as_map()?
-            .iter()
-            .take(MAX_ENTRIES)
-            .filter_map(|(f, fv)| Some((f.clone(), parse_family(fv)?)))
-            .collect(),
-    )
 }
 
 impl Global {
@@ -175,7 +156,7 @@ impl Global {
                 out.push(Effect::Send(
                     node.clone(),
                     vec![
-                        s("g_chg2"),
+                        s(tag::G_CHG2),
                         s(fam),
                         map_value(&set),
                         Value::Array(del.clone()),
@@ -286,50 +267,18 @@ impl Global {
         let arg = |i: usize| args.get(i);
         let text = |i: usize| arg(i).and_then(Value::as_str).map(|t| t.into_owned());
         match tag {
-            "addr" => {
-                let Some(addrs) = arg(0).and_then(strings) else {
-                    return Vec::new();
-                };
-                self.tracked(|g| {
-                    g.set_listeners(node, addrs.clone());
-                    let mut out = vec![Effect::Addresses(node.to_owned(), addrs.clone())];
-                    let news = Value::Map(vec![(node.to_owned(), addrs_value(&addrs))]);
-                    for slave in &g.seedme {
-                        if let (true, Some(port)) = (slave != node, g.helper_port(slave)) {
-                            out.push(Effect::Send(port, vec![s("nodes"), news.clone()]));
-                        }
-                    }
-                    out
-                })
-            }
-            "nodes" => {
-                let Some(map) = arg(0).and_then(Value::as_map) else {
-                    return Vec::new();
-                };
-                let mut out = Vec::new();
-                for (id, addrs) in map.iter().take(MAX_ENTRIES) {
-                    if *id == self.own_id || id.is_empty() {
-                        continue;
-                    }
-                    if let Some(addrs) = strings(addrs).filter(|a| !a.is_empty()) {
-                        out.push(Effect::Addresses(id.clone(), addrs));
-                        out.push(Effect::Connect(id.clone()));
-                    }
-                }
-                out
-            }
-            "find" => {
-                let (Some(other), Some(port)) = (text(0), self.helper_port(node)) else {
-                    return Vec::new();
-                };
-                match self.listeners_of(&other) {
-                    Some(addrs) => vec![Effect::Send(
-                        port,
-                        vec![s("nodes"), Value::Map(vec![(other, addrs_value(&addrs))])],
-                    )],
-                    None => Vec::new(),
-                }
-            }
+            "addr" => match arg(0).and_then(strings) {
+                Some(addrs) => self.helper_addr(node, addrs),
+                None => Vec::new(),
+            },
+            "nodes" => match arg(0).and_then(Value::as_map) {
+                Some(map) => self.helper_nodes(map),
+                None => Vec::new(),
+            },
+            "find" => match text(0) {
+                Some(other) => self.helper_find(node, other),
+                None => Vec::new(),
+            },
             "set" => {
                 if let Some(map) = arg(0).and_then(Value::as_map) {
                     for (group, ports) in map {
@@ -351,27 +300,71 @@ impl Global {
                 }
                 Vec::new()
             }
-            "seedme1" => {
-                if self.seedme.len() < MAX_ENTRIES {
-                    self.seedme.insert(node.to_owned());
-                }
-                let known: Vec<(String, Value)> = self
-                    .listeners
-                    .iter()
-                    .map(|(n, a)| (n.clone(), addrs_value(a)))
-                    .collect();
-                match self.helper_port(node) {
-                    Some(port) if !known.is_empty() => {
-                        vec![Effect::Send(port, vec![s("nodes"), Value::Map(known)])]
-                    }
-                    _ => Vec::new(),
-                }
-            }
+            "seedme1" => self.helper_seedme(node),
             "seedme0" => {
                 self.seedme.remove(node);
                 Vec::new()
             }
             // "setup" runs Perl-internal hooks (DataConn); anything else is not ours to judge.
+            _ => Vec::new(),
+        }
+    }
+
+    /// 1.x `addr [addr…]`: where `node` listens; passed on to the nodes that asked for news.
+    fn helper_addr(&mut self, node: &str, addrs: Vec<String>) -> Vec<Effect> {
+        self.tracked(|g| {
+            g.set_listeners(node, addrs.clone());
+            let mut out = vec![Effect::Addresses(node.to_owned(), addrs.clone())];
+            let news = Value::Map(vec![(node.to_owned(), addrs_value(&addrs))]);
+            for slave in &g.seedme {
+                if let (true, Some(port)) = (slave != node, g.helper_port(slave)) {
+                    out.push(Effect::Send(port, vec![s("nodes"), news.clone()]));
+                }
+            }
+            out
+        })
+    }
+
+    /// 1.x `nodes {id: [addr…]}`: 1.x nodes mesh fully, so we connect to each.
+    fn helper_nodes(&self, map: &[(String, Value)]) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for (id, addrs) in map.iter().take(MAX_ENTRIES) {
+            if *id == self.own_id || id.is_empty() {
+                continue;
+            }
+            if let Some(addrs) = strings(addrs).filter(|a| !a.is_empty()) {
+                out.push(Effect::Addresses(id.clone(), addrs));
+                out.push(Effect::Connect(id.clone()));
+            }
+        }
+        out
+    }
+
+    /// 1.x `find node`: answered through our helper on the asker, if we know where `other` is.
+    fn helper_find(&self, node: &str, other: String) -> Vec<Effect> {
+        let (Some(port), Some(addrs)) = (self.helper_port(node), self.listeners_of(&other)) else {
+            return Vec::new();
+        };
+        vec![Effect::Send(
+            port,
+            vec![s("nodes"), Value::Map(vec![(other, addrs_value(&addrs))])],
+        )]
+    }
+
+    /// 1.x `seedme1`: `node` wants news of new nodes; it gets what we know now.
+    fn helper_seedme(&mut self, node: &str) -> Vec<Effect> {
+        if self.seedme.len() < MAX_ENTRIES {
+            self.seedme.insert(node.to_owned());
+        }
+        let known: Vec<(String, Value)> = self
+            .listeners
+            .iter()
+            .map(|(n, a)| (n.clone(), addrs_value(a)))
+            .collect();
+        match self.helper_port(node) {
+            Some(port) if !known.is_empty() => {
+                vec![Effect::Send(port, vec![s("nodes"), Value::Map(known)])]
+            }
             _ => Vec::new(),
         }
     }
@@ -446,152 +439,133 @@ impl Global {
             .collect()
     }
 
-    /// A `g_*` request from `from` to our node port; `None` if the tag is not one of them.
-    pub fn request(&mut self, from: &str, tag: &str, args: &[Value]) -> Option<Vec<Effect>> {
-        let text = |i: usize| args.get(i).and_then(Value::as_str).map(|t| t.into_owned());
-        let reply = |msg: Vec<Value>| Effect::Send(from.to_owned(), msg);
-        let out = match tag {
-            "g_slave" => {
-                let mut out = Vec::new();
-                // A first g_slave asks a node to become global; we act as one at once.
-                if self.announced.insert(from.to_owned()) {
-                    out.push(reply(vec![s("g_global")]));
-                }
-                if let Some(db) = args.first().and_then(parse_db) {
-                    out.extend(self.listener_effects(&db));
-                    out.extend(self.tracked(|g| {
-                        g.slaves.insert(from.to_owned());
-                        g.dbs.insert(from.to_owned(), db);
-                        Vec::new()
-                    }));
-                }
-                out
-            }
-            "g_set" => {
-                let Some(db) = args.first().and_then(parse_db) else {
-                    return Some(Vec::new());
-                };
-                let mut out = self.listener_effects(&db);
-                out.extend(self.tracked(|g| {
-                    g.dbs.insert(from.to_owned(), db);
-                    Vec::new()
-                }));
-                out
-            }
-            "g_upd" => {
-                let Some(fam) = text(0) else {
-                    return Some(Vec::new());
-                };
-                let set = args.get(1).and_then(parse_family).unwrap_or_default();
-                let del = args.get(2).and_then(strings).unwrap_or_default();
-                let mut out = Vec::new();
-                if fam == LISTENERS {
-                    for (n, a) in &set {
-                        if let (true, Some(a)) = (*n != self.own_id, strings(a)) {
-                            out.push(Effect::Addresses(n.clone(), a));
-                        }
-                    }
-                }
-                out.extend(self.tracked(|g| {
-                    let db = g.dbs.entry(from.to_owned()).or_default();
-                    if db.len() >= MAX_ENTRIES && !db.contains_key(&fam) {
-                        return Vec::new();
-                    }
-                    let entries = db.entry(fam.clone()).or_default();
-                    for k in &del {
-                        entries.remove(k);
-                    }
-                    for (k, v) in set {
-                        if entries.len() < MAX_ENTRIES || entries.contains_key(&k) {
-                            entries.insert(k, v);
-                        }
-                    }
-                    if entries.is_empty() {
-                        db.remove(&fam);
-                    }
-                    Vec::new()
-                }));
-                out
-            }
-            "g_find" => {
-                let node = text(0).unwrap_or_default();
+    /// A `g_*` request from `from` to our node port.
+    pub fn request(&mut self, from: &str, request: GlobalRequest) -> Vec<Effect> {
+        let reply = |msg: Vec<Value>| vec![Effect::Send(from.to_owned(), msg)];
+        match request {
+            GlobalRequest::Slave { db } => self.slave(from, db),
+            GlobalRequest::Set { db } => self.set_db(from, db),
+            GlobalRequest::Upd { family, set, del } => self.update(from, family, set, del),
+            GlobalRequest::Find { node } => {
                 let addrs = self
                     .listeners_of(&node)
                     .map_or(Value::Null, |a| addrs_value(&a));
-                vec![reply(vec![s("g_found"), s(&node), addrs])]
+                reply(vec![s(tag::G_FOUND), Value::Str(node), addrs])
             }
-            "g_db_family" | "g_db_keys" | "g_db_values" => {
-                let (Some(fam), Some(id)) = (text(0), args.get(1).cloned()) else {
-                    return Some(Vec::new());
-                };
-                let f = self.family(&fam);
-                let result = match tag {
-                    "g_db_family" => map_value(&f),
-                    "g_db_keys" => Value::Array(f.keys().map(|k| s(k)).collect()),
-                    _ => Value::Array(f.values().cloned().collect()),
-                };
-                vec![reply(vec![s("g_reply"), id, result])]
+            GlobalRequest::DbFamily { family, id } => {
+                reply(vec![s(tag::G_REPLY), id, map_value(&self.family(&family))])
             }
-            "g_mon1" => {
-                let Some(fam) = text(0) else {
-                    return Some(Vec::new());
-                };
-                if self.monitors.len() < MAX_ENTRIES || self.monitors.contains_key(&fam) {
-                    self.monitors
-                        .entry(fam.clone())
-                        .or_default()
-                        .insert(from.to_owned());
-                }
-                let f = self.family(&fam);
-                let state = if f.is_empty() {
-                    Value::Null
-                } else {
-                    map_value(&f)
-                };
-                vec![reply(vec![s("g_chg1"), s(&fam), state])]
+            GlobalRequest::DbKeys { family, id } => {
+                let keys = self.family(&family).into_keys().map(Value::Str).collect();
+                reply(vec![s(tag::G_REPLY), id, Value::Array(keys)])
             }
-            "g_mon0" => {
-                if let Some(fam) = text(0)
-                    && let Some(w) = self.monitors.get_mut(&fam)
-                {
-                    w.remove(from);
-                    if w.is_empty() {
-                        self.monitors.remove(&fam);
-                    }
-                }
+            GlobalRequest::DbValues { family, id } => {
+                let values = self.family(&family).into_values().collect();
+                reply(vec![s(tag::G_REPLY), id, Value::Array(values)])
+            }
+            GlobalRequest::Monitor { family } => reply(self.monitor(from, family)),
+            GlobalRequest::Unmonitor { family } => {
+                self.unmonitor(from, &family);
                 Vec::new()
             }
-            "g_global" => {
+            GlobalRequest::Global => {
                 self.globals.insert(from.to_owned());
-                vec![reply(vec![s("g_set"), self.own_db()])]
+                reply(vec![s(tag::G_SET), self.own_db()])
             }
             // Answers to requests we never make.
-            "g_found" | "g_reply" | "g_chg1" | "g_chg2" => Vec::new(),
-            _ => return None,
-        };
-        Some(out)
+            GlobalRequest::Found { .. }
+            | GlobalRequest::Reply { .. }
+            | GlobalRequest::Chg1 { .. }
+            | GlobalRequest::Chg2 { .. } => Vec::new(),
+        }
     }
-}
 
-/// Whether `tag` is a `g_*` request we answer (for P2's `can`).
-pub(crate) fn answers(tag: &str) -> bool {
-    matches!(
-        tag,
-        "g_slave"
-            | "g_set"
-            | "g_upd"
-            | "g_find"
-            | "g_db_family"
-            | "g_db_keys"
-            | "g_db_values"
-            | "g_mon1"
-            | "g_mon0"
-            | "g_global"
-            | "g_found"
-            | "g_reply"
-            | "g_chg1"
-            | "g_chg2"
-    )
+    /// `g_slave [db]`: a first one asks us to become global, and we act as one at once; with a
+    /// database, the sender makes us its global node.
+    fn slave(&mut self, from: &str, db: Option<Db>) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.announced.insert(from.to_owned()) {
+            out.push(Effect::Send(from.to_owned(), vec![s(tag::G_GLOBAL)]));
+        }
+        if let Some(db) = db {
+            out.extend(self.listener_effects(&db));
+            out.extend(self.tracked(|g| {
+                g.slaves.insert(from.to_owned());
+                g.dbs.insert(from.to_owned(), db);
+                Vec::new()
+            }));
+        }
+        out
+    }
+
+    /// `g_set db`: another global node's database replaces what it told us before.
+    fn set_db(&mut self, from: &str, db: Db) -> Vec<Effect> {
+        let mut out = self.listener_effects(&db);
+        out.extend(self.tracked(|g| {
+            g.dbs.insert(from.to_owned(), db);
+            Vec::new()
+        }));
+        out
+    }
+
+    /// `g_upd family set del`: a change to one family of the sender's database.
+    fn update(&mut self, from: &str, fam: String, set: Family, del: Vec<String>) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if fam == LISTENERS {
+            for (n, a) in &set {
+                if let (true, Some(a)) = (*n != self.own_id, strings(a)) {
+                    out.push(Effect::Addresses(n.clone(), a));
+                }
+            }
+        }
+        out.extend(self.tracked(|g| {
+            let db = g.dbs.entry(from.to_owned()).or_default();
+            if db.len() >= MAX_ENTRIES && !db.contains_key(&fam) {
+                return Vec::new();
+            }
+            let entries = db.entry(fam.clone()).or_default();
+            for k in &del {
+                entries.remove(k);
+            }
+            for (k, v) in set {
+                if entries.len() < MAX_ENTRIES || entries.contains_key(&k) {
+                    entries.insert(k, v);
+                }
+            }
+            if entries.is_empty() {
+                db.remove(&fam);
+            }
+            Vec::new()
+        }));
+        out
+    }
+
+    /// `g_mon1 family`: `from` hears of each change to `family`; the answer is its state now.
+    fn monitor(&mut self, from: &str, fam: String) -> Vec<Value> {
+        if self.monitors.len() < MAX_ENTRIES || self.monitors.contains_key(&fam) {
+            self.monitors
+                .entry(fam.clone())
+                .or_default()
+                .insert(from.to_owned());
+        }
+        let f = self.family(&fam);
+        let state = if f.is_empty() {
+            Value::Null
+        } else {
+            map_value(&f)
+        };
+        vec![s(tag::G_CHG1), Value::Str(fam), state]
+    }
+
+    /// `g_mon0 family`.
+    fn unmonitor(&mut self, from: &str, fam: &str) {
+        if let Some(w) = self.monitors.get_mut(fam) {
+            w.remove(from);
+            if w.is_empty() {
+                self.monitors.remove(fam);
+            }
+        }
+    }
 }
 
 /// Carries out effects, with no lock held.
@@ -614,16 +588,10 @@ pub(crate) fn apply(shared: &Arc<Shared>, effects: Vec<Effect>) {
     }
 }
 
-/// A `g_*` request; false if `tag` is not one.
-pub(crate) fn request(shared: &Arc<Shared>, from: &str, tag: &str, args: &[Value]) -> bool {
-    let effects = shared.peer.global().request(from, tag, args);
-    match effects {
-        Some(e) => {
-            apply(shared, e);
-            true
-        }
-        None => false,
-    }
+/// A `g_*` request from `from` to our node port.
+pub(crate) fn request(shared: &Arc<Shared>, from: &str, request: GlobalRequest) {
+    let effects = shared.peer.global().request(from, request);
+    apply(shared, effects);
 }
 
 /// A link came up. Toward 1.x Perl peers we do what a 1.x node does: spawn our helper there,
@@ -717,11 +685,23 @@ pub(crate) fn connect_init(node: &Node, port_id: String, args: Vec<Value>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::node_request::NodeRequest;
 
     fn g() -> Global {
         let mut g = Global::default();
         g.start("me".into(), vec!["127.0.0.1:1".into()]);
         g
+    }
+
+    /// A `g_*` request as it arrives at the node port: parsed from `[tag, args…]`, then
+    /// answered; `None` if it parses as no `g_*` request.
+    fn wire(g: &mut Global, from: &str, tag: &str, args: &[Value]) -> Option<Vec<Effect>> {
+        let mut packet = vec![s(tag)];
+        packet.extend_from_slice(args);
+        match NodeRequest::parse(Dialect::P2, packet).unwrap() {
+            NodeRequest::Global(request) => Some(g.request(from, request)),
+            _ => None,
+        }
     }
 
     fn arr(items: &[&str]) -> Value {
@@ -823,14 +803,14 @@ mod tests {
             "'l".into(),
             Value::Map(vec![("slave".into(), arr(&["10.0.0.3:7"]))]),
         )]);
-        let out = g.request("slave", "g_slave", &[]).unwrap();
+        let out = wire(&mut g, "slave", "g_slave", &[]).unwrap();
         assert_eq!(out, vec![Effect::Send("slave".into(), vec![s("g_global")])]);
-        let out = g.request("slave", "g_slave", &[db]).unwrap();
+        let out = wire(&mut g, "slave", "g_slave", &[db]).unwrap();
         assert_eq!(
             out,
             vec![Effect::Addresses("slave".into(), vec!["10.0.0.3:7".into()])]
         );
-        let out = g.request("slave", "g_find", &[s("me")]).unwrap();
+        let out = wire(&mut g, "slave", "g_find", &[s("me")]).unwrap();
         assert_eq!(
             out,
             vec![Effect::Send(
@@ -838,7 +818,7 @@ mod tests {
                 vec![s("g_found"), s("me"), arr(&["127.0.0.1:1"])]
             )]
         );
-        let out = g.request("slave", "g_find", &[s("ghost")]).unwrap();
+        let out = wire(&mut g, "slave", "g_find", &[s("ghost")]).unwrap();
         assert_eq!(
             out,
             vec![Effect::Send(
@@ -846,9 +826,7 @@ mod tests {
                 vec![s("g_found"), s("ghost"), Value::Null]
             )]
         );
-        let out = g
-            .request("slave", "g_db_keys", &[s("'l"), s("q1")])
-            .unwrap();
+        let out = wire(&mut g, "slave", "g_db_keys", &[s("'l"), s("q1")]).unwrap();
         assert_eq!(
             out,
             vec![Effect::Send(
@@ -856,8 +834,13 @@ mod tests {
                 vec![s("g_reply"), s("q1"), arr(&["me", "slave"])]
             )]
         );
-        // A monitor gets the state, then each change.
-        let out = g.request("watcher", "g_mon1", &[s("svc")]).unwrap();
+        assert!(wire(&mut g, "x", "g_nonsense", &[]).is_none());
+    }
+
+    #[test]
+    fn p2_family_monitors_get_the_state_then_each_change() {
+        let mut g = g();
+        let out = wire(&mut g, "watcher", "g_mon1", &[s("svc")]).unwrap();
         assert_eq!(
             out,
             vec![Effect::Send(
@@ -865,17 +848,17 @@ mod tests {
                 vec![s("g_chg1"), s("svc"), Value::Null]
             )]
         );
-        let out = g
-            .request(
-                "slave",
-                "g_upd",
-                &[
-                    s("svc"),
-                    Value::Map(vec![("k".into(), Value::Int(1))]),
-                    Value::Null,
-                ],
-            )
-            .unwrap();
+        let out = wire(
+            &mut g,
+            "slave",
+            "g_upd",
+            &[
+                s("svc"),
+                Value::Map(vec![("k".into(), Value::Int(1))]),
+                Value::Null,
+            ],
+        )
+        .unwrap();
         assert_eq!(
             out,
             vec![Effect::Send(
@@ -901,6 +884,64 @@ mod tests {
                 ]
             )]
         );
-        assert!(g.request("x", "g_nonsense", &[]).is_none());
+    }
+
+    #[test]
+    fn p2_globals_exchange_databases_and_queries_see_them() {
+        let mut g = g();
+        let own_db = Value::Map(vec![(
+            "'l".into(),
+            Value::Map(vec![("me".into(), arr(&["127.0.0.1:1"]))]),
+        )]);
+        let out = wire(&mut g, "g2", "g_global", &[]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Send("g2".into(), vec![s("g_set"), own_db])]
+        );
+        let theirs = Value::Map(vec![
+            (
+                "'l".into(),
+                Value::Map(vec![("g2".into(), arr(&["10.0.0.2:2"]))]),
+            ),
+            ("svc".into(), Value::Map(vec![("k".into(), Value::Int(7))])),
+        ]);
+        let out = wire(&mut g, "g2", "g_set", &[theirs]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Addresses("g2".into(), vec!["10.0.0.2:2".into()])]
+        );
+        let out = wire(&mut g, "s", "g_db_family", &[s("svc"), s("b")]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Send(
+                "s".into(),
+                vec![
+                    s("g_reply"),
+                    s("b"),
+                    Value::Map(vec![("k".into(), Value::Int(7))])
+                ]
+            )]
+        );
+        let out = wire(&mut g, "s", "g_db_values", &[s("svc"), s("c")]).unwrap();
+        assert_eq!(
+            out,
+            vec![Effect::Send(
+                "s".into(),
+                vec![s("g_reply"), s("c"), Value::Array(vec![Value::Int(7)])]
+            )]
+        );
+        // After g_mon0 a change is told to nobody.
+        wire(&mut g, "s", "g_mon1", &[s("svc")]).unwrap();
+        assert!(wire(&mut g, "s", "g_mon0", &[s("svc")]).unwrap().is_empty());
+        let set = Value::Map(vec![("k".into(), Value::Int(8))]);
+        assert!(
+            wire(&mut g, "g2", "g_upd", &[s("svc"), set, Value::Null])
+                .unwrap()
+                .is_empty()
+        );
+        // Answers to requests we never make change nothing.
+        let found = [s("n"), arr(&["10.0.0.9:9"])];
+        assert!(wire(&mut g, "g2", "g_found", &found).unwrap().is_empty());
+        assert_eq!(g.listeners_of("n"), None);
     }
 }

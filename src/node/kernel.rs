@@ -5,41 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Shared, global, peer, split_port_id};
 use crate::proto::dialect::Dialect;
+use crate::proto::node_request::{NodeRequest, Relay, ReplySpec};
 use crate::proto::value::Value;
 
-/// The tag that tells a node one of its monitored ports died.
-pub(crate) fn notify_tag(d: Dialect) -> &'static str {
-    match d {
-        Dialect::P0 | Dialect::P1a => "kil",
-        Dialect::P1b | Dialect::P2 => "kil0",
-    }
-}
-
-/// The tag that kills a remote port; P0/P1a have none (their `kil` is the notification).
-pub(crate) fn kill_tag(d: Dialect) -> Option<&'static str> {
-    match d {
-        Dialect::P0 | Dialect::P1a => None,
-        Dialect::P1b => Some("kil"),
-        Dialect::P2 => Some("kil1"),
-    }
-}
-
-/// Requests this node answers, per dialect (what `can` reports in P2).
-fn known_request(tag: &str, d: Dialect) -> bool {
-    match tag {
-        "" | "mon1" | "mon0" | "snd" | "time" | "devnull" | "eval" => true,
-        "kil" => d != Dialect::P2,
-        "kil0" => matches!(d, Dialect::P1b | Dialect::P2),
-        "kil1" | "can" => d == Dialect::P2,
-        "snd_multiple" | "info" | "known_nodes" | "up_nodes" => d != Dialect::P2,
-        g if d == Dialect::P2 => global::answers(g),
-        _ => false,
-    }
-}
-
-fn text(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(|s| s.into_owned())
-}
+// The wire's tags live with the request parser; ports.rs and links.rs reach them through here.
+pub(crate) use crate::proto::node_request::{kill_tag, notify_tag};
 
 /// Sends `msg` to a port id from this node (the `snd` relay and all replies).
 pub(crate) fn relay(shared: &Arc<Shared>, port: &str, args: Vec<Value>) {
@@ -56,12 +26,8 @@ pub(crate) fn relay(shared: &Arc<Shared>, port: &str, args: Vec<Value>) {
 }
 
 /// Answers a request that ends in a reply spec `reply_port, prefix…`.
-fn reply(shared: &Arc<Shared>, spec: &[Value], results: Vec<Value>) {
-    let Some(port) = text(spec.first()) else {
-        return;
-    };
-    let mut msg: Vec<Value> = spec.get(1..).map(<[Value]>::to_vec).unwrap_or_default();
-    msg.extend(results);
+fn reply(shared: &Arc<Shared>, spec: ReplySpec, results: Vec<Value>) {
+    let (port, msg) = spec.message(results);
     relay(shared, &port, msg);
 }
 
@@ -73,95 +39,72 @@ pub(crate) fn handle_local(shared: &Arc<Shared>, args: Vec<Value>) {
 
 /// A request to our node port from `from`, over a link of `dialect`.
 pub(crate) fn handle(shared: &Arc<Shared>, from: &Arc<str>, dialect: Dialect, args: Vec<Value>) {
-    let tag = text(args.first()).unwrap_or_default();
-    let rest = args.get(1..).unwrap_or_default();
-    match tag.as_str() {
-        "" | "devnull" => {}
-        "mon1" => {
-            if let Some(port) = text(rest.first()) {
-                shared.monitor_local_for(&port, from.clone());
+    let request = match NodeRequest::parse(dialect, args) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(node = %shared.id, peer = %from, "malformed node-port request ignored: {e}");
+            return;
+        }
+    };
+    match request {
+        NodeRequest::Keepalive | NodeRequest::DevNull => {}
+        NodeRequest::Monitor { port } => shared.monitor_local_for(&port, from.clone()),
+        NodeRequest::Unmonitor { port } => shared.unmonitor_local_for(&port, from),
+        // The port is named without its node part: it is ours.
+        NodeRequest::Kill { port, reason } => shared.kill_local(&port, reason),
+        NodeRequest::PortDied { port, reason } => shared.remote_port_died(from, &port, reason),
+        NodeRequest::Snd(Relay { port, msg }) => relay(shared, &port, msg),
+        NodeRequest::SndMultiple(relays) => {
+            for Relay { port, msg } in relays {
+                relay(shared, &port, msg);
             }
         }
-        "mon0" => {
-            if let Some(port) = text(rest.first()) {
-                shared.unmonitor_local_for(&port, from);
-            }
+        NodeRequest::Info { reply: to } => {
+            reply(shared, to, vec![Value::Str(shared.id.to_string())])
         }
-        // P1b's `kil` kills; P0/P1a's `kil` (and `kil0`) report a monitored port's death.
-        "kil" if dialect == Dialect::P1b => kill(shared, rest),
-        "kil1" => kill(shared, rest),
-        "kil" | "kil0" => {
-            if let Some(port) = text(rest.first()) {
-                shared.remote_port_died(from, &port, rest.get(1..).unwrap_or_default().to_vec());
-            }
-        }
-        "snd" => {
-            if let Some(port) = text(rest.first()) {
-                relay(shared, &port, rest.get(1..).unwrap_or_default().to_vec());
-            }
-        }
-        "snd_multiple" => {
-            for item in rest {
-                if let Some([port, msg @ ..]) = item.as_array()
-                    && let Some(port) = port.as_str()
-                {
-                    relay(shared, &port, msg.to_vec());
-                }
-            }
-        }
-        "info" => reply(shared, rest, vec![Value::Str(shared.id.to_string())]),
-        "up_nodes" => reply(
+        NodeRequest::UpNodes { reply: to } => reply(
             shared,
-            rest,
+            to,
             shared.up_nodes().into_iter().map(Value::Str).collect(),
         ),
-        "known_nodes" => {
+        NodeRequest::KnownNodes { reply: to } => {
             let mut nodes = vec![Value::Str(shared.id.to_string())];
             nodes.extend(shared.up_nodes().into_iter().map(Value::Str));
-            reply(shared, rest, nodes)
+            reply(shared, to, nodes)
         }
-        "time" => {
+        NodeRequest::Time { reply: to } => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            reply(shared, rest, vec![Value::Float(now)])
+            reply(shared, to, vec![Value::Float(now)])
         }
-        "can" => {
-            let asked = text(rest.first()).unwrap_or_default();
-            let yes = known_request(&asked, dialect);
+        NodeRequest::Can { tag, reply: to } => {
+            let yes = NodeRequest::answered(&tag, dialect);
             reply(
                 shared,
-                rest.get(1..).unwrap_or_default(),
+                to,
                 vec![Value::Str(if yes { "1" } else { "" }.into())],
             )
         }
-        "eval" => {
+        NodeRequest::Eval { reply: to, .. } => {
             tracing::warn!(node = %shared.id, peer = %from, "refused remote code execution (eval)");
             // Answer in `$@`'s place so that a waiting caller is not left hanging.
-            reply(
-                shared,
-                rest.get(1..).unwrap_or_default(),
-                vec![Value::Str(
-                    "remote code execution is not allowed on this node\n".into(),
-                )],
-            )
+            if let Some(to) = to {
+                let refusal = "remote code execution is not allowed on this node\n";
+                reply(shared, to, vec![Value::Str(refusal.into())])
+            }
         }
-        peer::SPAWN => peer::spawn_request(shared, from, rest),
-        other if global::request(shared, from, other, rest) => {}
+        NodeRequest::Spawn { name, init, args } => {
+            peer::spawn_request(shared, from, name, init, args)
+        }
+        NodeRequest::Global(request) => global::request(shared, from, request),
         // Perl would call the function of that name: remote code execution, which we refuse.
         // Only registered init functions run, and only through `_spawn`.
-        other if other.contains("::") => {
-            tracing::warn!(node = %shared.id, peer = %from, function = other, "refused remote function call");
+        NodeRequest::Call { function, .. } => {
+            tracing::warn!(node = %shared.id, peer = %from, function, "refused remote function call");
         }
-        other => {
-            tracing::warn!(node = %shared.id, peer = %from, request = other, "unsupported node-port request ignored");
+        NodeRequest::Unknown { tag, .. } => {
+            tracing::warn!(node = %shared.id, peer = %from, request = tag, "unsupported node-port request ignored");
         }
-    }
-}
-
-fn kill(shared: &Shared, rest: &[Value]) {
-    // The port is named without its node part: it is ours.
-    if let Some(port) = text(rest.first()) {
-        shared.kill_local(&port, rest.get(1..).unwrap_or_default().to_vec());
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::global::{self, Global};
 use super::{Message, Node, Shared, lock, read, write};
 use crate::proto::dialect::Dialect;
+use crate::proto::node_request::tag;
 use crate::proto::value::Value;
 
 /// An init function other nodes may spawn by name (Perl's `spawn $node, "Pkg::init", @args`).
@@ -25,9 +26,6 @@ use crate::proto::value::Value;
 /// `node.rcv().on(…).start_named(&port_id)`. An `Err` (or a panic) kills the port id with
 /// `("die", message)`, which monitors of it see, as in Perl.
 pub type InitFn = Arc<dyn Fn(&Node, String, Vec<Value>) -> Result<(), String> + Send + Sync>;
-
-/// The request tag of a spawn.
-pub(crate) const SPAWN: &str = "AnyEvent::MP::_spawn";
 
 /// How long the death of a spawned port that never came to life is remembered: the spawning
 /// node's `mon1` follows its `_spawn` on the same link, so it arrives within moments.
@@ -132,18 +130,15 @@ pub(crate) fn started(shared: &Arc<Shared>) {
     shared.peer.global().start(shared.id.to_string(), listeners);
 }
 
-/// A `_spawn` request from `from` (or from ourselves): `[name, init, args…]`.
-pub(crate) fn spawn_request(shared: &Arc<Shared>, from: &str, rest: &[Value]) {
-    let text = |i: usize| rest.get(i).and_then(Value::as_str).map(|s| s.into_owned());
-    let (Some(name), Some(init)) = (text(0), text(1)) else {
-        tracing::warn!(node = %shared.id, peer = from, "malformed spawn request ignored");
-        return;
-    };
-    if name.is_empty() || name.contains('#') {
-        tracing::warn!(node = %shared.id, peer = from, name, "spawn with an impossible port name ignored");
-        return;
-    }
-    let args = rest.get(2..).unwrap_or_default().to_vec();
+/// A `_spawn` request from `from` (or from ourselves): create our port `name` by running the
+/// init function `init` with `args`. The name was checked (not empty, no `#`) when parsed.
+pub(crate) fn spawn_request(
+    shared: &Arc<Shared>,
+    from: &str,
+    name: String,
+    init: String,
+    args: Vec<Value>,
+) {
     let port_id = format!("{}#{name}", shared.id);
     let f = read(&shared.peer.inits).get(&init).cloned();
     let outcome = match f {
@@ -271,12 +266,15 @@ impl Node {
             p.spawn_uniq,
             p.next_spawn.fetch_add(1, Ordering::Relaxed)
         );
-        let mut msg = vec![Value::Str(name.clone()), Value::Str(init.into())];
-        msg.extend(args);
         if node == &*self.shared.id {
-            spawn_request(&self.shared, node, &msg);
+            spawn_request(&self.shared, node, name.clone(), init.to_owned(), args);
         } else {
-            msg.insert(0, Value::Str(SPAWN.into()));
+            let mut msg = vec![
+                Value::Str(tag::SPAWN.into()),
+                Value::Str(name.clone()),
+                Value::Str(init.into()),
+            ];
+            msg.extend(args);
             if let Err(e) = self.shared.send_remote(node, "", &Value::Array(msg)) {
                 tracing::warn!(node = %self.shared.id, peer = node, "spawn not sent: {e}");
             }
