@@ -12,6 +12,7 @@ use super::ports::PortCache;
 use crate::net::contract::PacketSink;
 use crate::proto::dialect::Dialect;
 use crate::proto::framing::Packet;
+use crate::proto::node_request::tag;
 
 /// Hands received packets to their ports (or the node port); lives in the reader task.
 pub(super) struct Inbound {
@@ -47,7 +48,10 @@ impl PacketSink for Inbound {
             // A node-port request (a kill, say) must see the messages sent before it.
             self.stream_batch.flush();
             // Keepalives and `devnull` are the bulk of node-port traffic: skip decoding them.
-            if matches!(packet.node_request_tag().as_deref(), Ok("" | "devnull")) {
+            if matches!(
+                packet.node_request_tag().as_deref(),
+                Ok(tag::KEEPALIVE | tag::DEVNULL)
+            ) {
                 return;
             }
             match packet.args() {

@@ -9,7 +9,6 @@ use crate::proto::node_request::{NodeRequest, Relay, ReplySpec};
 use crate::proto::value::Value;
 
 // The wire's tags live with the request parser; ports.rs and links.rs reach them through here.
-pub(crate) use crate::proto::node_request::{kill_tag, notify_tag};
 
 /// Sends `msg` to a port id from this node (the `snd` relay and all replies).
 pub(crate) fn relay(shared: &Arc<Shared>, port: &str, args: Vec<Value>) {
@@ -65,11 +64,16 @@ pub(crate) fn handle(shared: &Arc<Shared>, from: &Arc<str>, dialect: Dialect, ar
         NodeRequest::UpNodes { reply: to } => reply(
             shared,
             to,
-            shared.up_nodes().into_iter().map(Value::Str).collect(),
+            shared
+                .links
+                .up_nodes()
+                .into_iter()
+                .map(Value::Str)
+                .collect(),
         ),
         NodeRequest::KnownNodes { reply: to } => {
             let mut nodes = vec![Value::Str(shared.id.to_string())];
-            nodes.extend(shared.up_nodes().into_iter().map(Value::Str));
+            nodes.extend(shared.links.up_nodes().into_iter().map(Value::Str));
             reply(shared, to, nodes)
         }
         NodeRequest::Time { reply: to } => {

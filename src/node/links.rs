@@ -8,13 +8,14 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::{
-    Dialect, DownReason, FastMap, FramingError, NodeError, NodeEvent, Shared, Value, framing,
-    kernel, read, registry, value, write,
+    Dialect, DownReason, FastMap, FramingError, NodeError, NodeEvent, Shared, Value, framing, read,
+    registry, value, write,
 };
 use crate::net::LinkEnd;
 use crate::net::contract::LinkTx;
 use crate::net::send_queue::Pushed;
 use crate::proto::handshake::TlsRole;
+use crate::proto::node_request::kill_tag;
 
 /// A packet waiting for its node to come up.
 pub(crate) enum Outgoing {
@@ -117,12 +118,6 @@ impl Links {
 }
 
 impl Shared {
-    /// Ids of the nodes with an up link.
-    // TEMPORARY: kept for kernel.rs until the node-request rework lands.
-    pub fn up_nodes(&self) -> Vec<String> {
-        self.links.up_nodes()
-    }
-
     /// Sends `[port, msg…]` to a remote node: straight into the link's queue when it is up,
     /// else into the node's pending queue (which makes the registry connect).
     pub fn send_remote<T: Serialize + ?Sized>(
@@ -366,7 +361,7 @@ fn encode_outgoing(link: &LinkTx, out: &Outgoing, buf: &mut BytesMut) -> Result<
     match out {
         Outgoing::Packet { dest, args } => framing::encode_packet(link.framing, dest, args, buf),
         Outgoing::Kill { port, reason } => {
-            let Some(tag) = kernel::kill_tag(link.dialect) else {
+            let Some(tag) = kill_tag(link.dialect) else {
                 tracing::warn!(dialect = %link.dialect, port, "remote kill is not supported by this peer's dialect; sent as it would send it");
                 let mut args = vec![Value::Str("kil".into()), Value::Str(port.clone())];
                 args.extend(reason.iter().cloned());

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::port_stream::Inbox;
 
 use super::message::Message;
+use crate::proto::node_request::notify_tag;
 use crate::proto::value::Value;
 
 /// What happens when a watched port dies.
@@ -200,7 +201,7 @@ impl RemoteMonitors {
 
 // ---- ports and monitors as the node sees them ---------------------------------------------
 
-use super::{Dialect, PoisonError, Shared, kernel, lock, read, write};
+use super::{Dialect, PoisonError, Shared, lock, read, write};
 
 impl Shared {
     /// Delivers a message to a local port; unknown ports drop it with a debug log.
@@ -270,7 +271,7 @@ impl Shared {
                     return;
                 };
                 let mut args = vec![
-                    Value::Str(kernel::notify_tag(dialect).into()),
+                    Value::Str(notify_tag(dialect).into()),
                     Value::Str(port.into()),
                 ];
                 args.extend(reason);
