@@ -68,7 +68,7 @@ pub(crate) struct Line1 {
 
 /// Why a node refused a peer at its greeting line 1 (sent to the peer as the refusal text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// A link to that node is up (Perl's rule, which Perl peers rely on).
     #[error("already connected, not connecting again")]
     AlreadyConnected,

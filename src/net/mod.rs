@@ -7,7 +7,7 @@ pub(crate) mod send_queue;
 pub mod tls;
 pub(crate) mod transport;
 
-pub use contract::{LinkEnd, Refusal};
+pub use contract::LinkEnd;
 pub use transport::TransportError;
 
 #[cfg(test)]

@@ -590,7 +590,7 @@ pub(crate) fn apply(shared: &Arc<Shared>, effects: Vec<Effect>) {
 
 /// A `g_*` request from `from` to our node port.
 pub(crate) fn request(shared: &Arc<Shared>, from: &str, request: GlobalRequest) {
-    let effects = shared.peer.global().request(from, request);
+    let effects = shared.global().request(from, request);
     apply(shared, effects);
 }
 
@@ -604,7 +604,7 @@ pub(crate) fn node_up(
     dialled: Option<&str>,
 ) {
     let mut effects = match dialled {
-        Some(addr) => shared.peer.global().reached(node, addr),
+        Some(addr) => shared.global().reached(node, addr),
         None => Vec::new(),
     };
     if !rust && dialect != Dialect::P2 {
@@ -620,11 +620,11 @@ pub(crate) fn node_up(
         let (n, p) = (node.to_owned(), port.clone());
         me.mon(&port, move |_| {
             if let Some(shared) = weak.upgrade() {
-                shared.peer.global().helper_died(&n, &p);
+                shared.global().helper_died(&n, &p);
             }
         })
         .detach();
-        let more = shared.peer.global().helper_started(node, port, dialect);
+        let more = shared.global().helper_started(node, port, dialect);
         effects.extend(more);
     }
     apply(shared, effects);
@@ -632,7 +632,7 @@ pub(crate) fn node_up(
 
 /// A link went down.
 pub(crate) fn node_down(shared: &Arc<Shared>, node: &str) {
-    let effects = shared.peer.global().node_down(node);
+    let effects = shared.global().node_down(node);
     apply(shared, effects);
 }
 
@@ -658,10 +658,7 @@ pub(crate) fn connect_init(node: &Node, port_id: String, args: Vec<Value>) -> Re
                 let tag = tag.as_str().unwrap_or_default();
                 let shared = &cx.node.shared;
                 let dialect = shared.links.dialect(&from).unwrap_or(Dialect::P1b);
-                let effects = shared
-                    .peer
-                    .global()
-                    .helper_message(&from, dialect, &tag, rest);
+                let effects = shared.global().helper_message(&from, dialect, &tag, rest);
                 apply(shared, effects);
             }
             Ok(())
@@ -673,7 +670,7 @@ pub(crate) fn connect_init(node: &Node, port_id: String, args: Vec<Value>) -> Re
     let watched = peer.clone();
     node.mon(&watched, move |_| {
         if let Some(shared) = weak.upgrade() {
-            shared.peer.global().helper_gone(&peer);
+            shared.global().helper_gone(&peer);
             let (_, name) = super::split_port_id(&id);
             shared.kill_local(name, Vec::new());
         }

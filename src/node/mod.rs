@@ -141,8 +141,10 @@ pub(crate) type FastMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 ///
 /// Each part has one job and its own lock: `ports` (the local port table), `links` (up links,
 /// and the queues of nodes not up yet), `monitors` (local watchers of remote ports), `events`
-/// (node up/down and link errors), `runtime` (workers, listeners, ids, the transports' hooks)
-/// and `peer` (spawn, init functions, the global services, dialect memory).
+/// (node up/down and link errors), `runtime` (workers, listeners, ids, connection counts, the
+/// transports' hooks), `spawner` (init functions, spawn names, failed spawns) and `global`
+/// (Perl's global services). What only the registry actor needs (handshakes under way, dialect
+/// memory) is the registry's own state, behind no lock.
 ///
 /// Locks are leaves: no code holds two of them at once, with one exception, in this order —
 /// `links` (read or write), then a link's `SendQueue` lock (a packet is encoded into the queue
@@ -159,8 +161,9 @@ pub(crate) struct Shared {
     pub monitors: RemoteMonitors,
     pub events: Events,
     pub runtime: Runtime,
-    /// Spawn, init functions, the global services, dialect memory, connection counts.
-    pub(crate) peer: peer::PeerState,
+    pub spawner: peer::Spawner,
+    /// The global services (Perl's Global / `g_*`): pure state that returns effects.
+    global: Mutex<global::Global>,
 }
 
 /// Where the node publishes what happens to links.
@@ -178,6 +181,9 @@ pub(crate) struct Runtime {
     next_worker: AtomicUsize,
     /// Connection and monitor ids.
     next_id: AtomicU64,
+    /// TCP connections dialled and accepted.
+    dialled: AtomicU64,
+    accepted: AtomicU64,
     /// The addresses we listen on.
     pub listeners: RwLock<Vec<SocketAddr>>,
     /// Set by [`Node::shutdown`]; listeners stop accepting.
@@ -190,6 +196,23 @@ impl Runtime {
     /// A fresh connection or monitor id.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a dialled (`true`) or accepted transport.
+    pub fn count_connection(&self, dialled: bool) {
+        let c = if dialled {
+            &self.dialled
+        } else {
+            &self.accepted
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            dialled: self.dialled.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+        }
     }
 
     /// The worker arbiter for the next transport (round robin).
@@ -245,6 +268,11 @@ fn transport_config(id: &Arc<str>, config: &NodeConfig) -> TransportConfig {
 }
 
 impl Shared {
+    /// The global services, locked: take effects out and apply them after the guard is gone.
+    pub fn global(&self) -> MutexGuard<'_, global::Global> {
+        lock(&self.global)
+    }
+
     /// Builds the node's state around its registry actor, which it starts (so that the
     /// registry's address is there from the first moment).
     fn start(config: NodeConfig, workers: Vec<ArbiterHandle>) -> Arc<Shared> {
@@ -272,11 +300,14 @@ impl Shared {
                 workers,
                 next_worker: AtomicUsize::new(0),
                 next_id: AtomicU64::new(0),
+                dialled: AtomicU64::new(0),
+                accepted: AtomicU64::new(0),
                 listeners: RwLock::default(),
                 stopped: tokio::sync::watch::channel(false).0,
                 transports,
             },
-            peer: peer::PeerState::new(),
+            spawner: peer::Spawner::new(),
+            global: Mutex::default(),
         });
         ctx.run(NodeRegistry::new(shared.clone()));
         shared
@@ -286,7 +317,7 @@ impl Shared {
     async fn listen(self: &Arc<Self>, addr: &str) -> Result<SocketAddr, NodeError> {
         let shared = self.clone();
         let on_accept = move |stream, peer: SocketAddr| {
-            shared.peer.count_connection(false);
+            shared.runtime.count_connection(false);
             crate::net::transport::accept(
                 shared.runtime.transports.clone(),
                 shared.runtime.worker(),
@@ -649,7 +680,7 @@ impl Node {
         let watcher = Watcher::callback(callback);
         if node == &*s.id {
             if let Err(watcher) = s.ports.add_monitor(name, id, watcher) {
-                let reason = s.peer.tombstone(name).unwrap_or_else(|| {
+                let reason = s.spawner.tombstone(name).unwrap_or_else(|| {
                     vec![
                         Value::Str("no_such_port".into()),
                         Value::Str("cannot monitor nonexistent port".into()),

@@ -1,7 +1,6 @@
 //! Being a full peer: spawning ports on other nodes and letting them spawn here (AEMP-NOTES
-//! §3.5), requests with a reply (`cal`), and the per-node state that goes with it (init
-//! functions, recently failed spawns, the global services, dialects seen per address,
-//! connection counts).
+//! §3.5, with the [`Spawner`] state: init functions, spawn names, recently failed spawns),
+//! requests with a reply (`cal`), and the node's views of the global services.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -13,9 +12,8 @@ use std::time::{Duration, Instant};
 use actix::Actor;
 use tokio::sync::oneshot;
 
-use super::global::{self, Global};
+use super::global;
 use super::{Message, Node, Shared, lock, read, write};
-use crate::proto::dialect::Dialect;
 use crate::proto::node_request::tag;
 use crate::proto::value::Value;
 
@@ -42,40 +40,34 @@ pub struct ConnectionStats {
     pub accepted: u64,
 }
 
-/// See the module docs.
-pub(crate) struct PeerState {
+/// Spawning: the init functions other nodes may spawn here, the names we choose for ports we
+/// spawn elsewhere, and the spawns here that failed lately.
+pub(crate) struct Spawner {
     inits: RwLock<HashMap<String, InitFn>>,
     /// Spawned port names whose spawn failed: (name, reason, when).
     tombstones: Mutex<VecDeque<(String, Vec<Value>, Instant)>>,
     /// Prefix of the port names we choose on other nodes (Perl's RUNIQ).
     spawn_uniq: String,
     next_spawn: AtomicU64,
-    global: Mutex<Global>,
-    /// Address → the dialect its listener last showed (for dialling in `DialectMode::Auto`).
-    dialects: Mutex<HashMap<String, Dialect>>,
-    dialled: AtomicU64,
-    accepted: AtomicU64,
 }
 
-impl PeerState {
-    pub fn new() -> PeerState {
+impl Spawner {
+    pub fn new() -> Spawner {
         let mut inits: HashMap<String, InitFn> = HashMap::new();
         inits.insert(global::CONNECT_INIT.into(), Arc::new(global::connect_init));
-        PeerState {
+        Spawner {
             inits: RwLock::new(inits),
             tombstones: Mutex::default(),
             // Longer than local port prefixes, so that the two never coincide.
             spawn_uniq: super::config::random_name(12),
             next_spawn: AtomicU64::new(0),
-            global: Mutex::default(),
-            dialects: Mutex::default(),
-            dialled: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
         }
     }
 
-    pub fn global(&self) -> std::sync::MutexGuard<'_, Global> {
-        lock(&self.global)
+    /// A fresh name for a port we spawn on another node.
+    fn new_name(&self) -> String {
+        let n = self.next_spawn.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{n}", self.spawn_uniq)
     }
 
     /// The reason a spawned port died before it could be monitored, if that happened lately.
@@ -99,26 +91,6 @@ impl PeerState {
         }
         t.push_back((name.to_owned(), reason, Instant::now()));
     }
-
-    /// The dialect to greet `addr` with when dialling in auto mode.
-    pub fn dial_dialect(&self, addr: &str) -> Option<Dialect> {
-        lock(&self.dialects).get(addr).copied()
-    }
-
-    /// Remembers the dialect the listener at `addr` showed.
-    pub fn saw_dialect(&self, addr: &str, dialect: Dialect) {
-        lock(&self.dialects).insert(addr.to_owned(), dialect);
-    }
-
-    /// Counts a dialled (`true`) or accepted transport.
-    pub fn count_connection(&self, dialled: bool) {
-        let c = if dialled {
-            &self.dialled
-        } else {
-            &self.accepted
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Runs once the node's listeners are bound.
@@ -127,7 +99,7 @@ pub(crate) fn started(shared: &Arc<Shared>) {
         .iter()
         .map(ToString::to_string)
         .collect();
-    shared.peer.global().start(shared.id.to_string(), listeners);
+    shared.global().start(shared.id.to_string(), listeners);
 }
 
 /// A `_spawn` request from `from` (or from ourselves): create our port `name` by running the
@@ -140,7 +112,7 @@ pub(crate) fn spawn_request(
     args: Vec<Value>,
 ) {
     let port_id = format!("{}#{name}", shared.id);
-    let f = read(&shared.peer.inits).get(&init).cloned();
+    let f = read(&shared.spawner.inits).get(&init).cloned();
     let outcome = match f {
         None => {
             tracing::warn!(node = %shared.id, peer = from, init, "refused spawn: not a registered init function");
@@ -167,7 +139,7 @@ pub(crate) fn spawn_request(
             Value::Str("die".into()),
             Value::Str(message.trim_end_matches('\n').into()),
         ];
-        shared.peer.bury(&name, reason.clone());
+        shared.spawner.bury(&name, reason.clone());
         shared.kill_local(&name, reason);
     }
 }
@@ -200,7 +172,7 @@ impl Node {
         name: impl Into<String>,
         f: impl Fn(&Node, String, Vec<Value>) -> Result<(), String> + Send + Sync + 'static,
     ) {
-        write(&self.shared.peer.inits).insert(name.into(), Arc::new(f));
+        write(&self.shared.spawner.inits).insert(name.into(), Arc::new(f));
     }
 
     /// Spawns a port on `node` (Perl's `spawn`): sends
@@ -260,12 +232,7 @@ impl Node {
     /// }
     /// ```
     pub fn spawn(&self, node: &str, init: &str, args: Vec<Value>) -> String {
-        let p = &self.shared.peer;
-        let name = format!(
-            "{}.{}",
-            p.spawn_uniq,
-            p.next_spawn.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = self.shared.spawner.new_name();
         if node == &*self.shared.id {
             spawn_request(&self.shared, node, name.clone(), init.to_owned(), args);
         } else {
@@ -367,22 +334,18 @@ impl Node {
 
     /// How many transports this node has dialled and accepted.
     pub fn connection_stats(&self) -> ConnectionStats {
-        let p = &self.shared.peer;
-        ConnectionStats {
-            dialled: p.dialled.load(Ordering::Relaxed),
-            accepted: p.accepted.load(Ordering::Relaxed),
-        }
+        self.shared.runtime.connection_stats()
     }
 
     /// The members of a port group as this node knows them (1.x Perl's `grp_get`): ports other
     /// nodes registered, told through the global services.
     pub fn group_members(&self, group: &str) -> Vec<String> {
-        self.shared.peer.global().group(group)
+        self.shared.global().group(group)
     }
 
     /// The listener addresses this node knows for `node` (its own announcement, or what the
     /// global services told).
     pub fn known_listeners(&self, node: &str) -> Option<Vec<String>> {
-        self.shared.peer.global().listeners_of(node)
+        self.shared.global().listeners_of(node)
     }
 }

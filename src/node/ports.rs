@@ -293,7 +293,7 @@ impl Shared {
             return;
         };
         // A spawned port that died before this mon1 arrived reports its own reason.
-        if let Some(reason) = self.peer.tombstone(port) {
+        if let Some(reason) = self.spawner.tombstone(port) {
             self.fire(Watcher::Remote(node), port, reason);
             return;
         }

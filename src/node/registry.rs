@@ -19,6 +19,7 @@ use super::{DialectMode, DownReason, LinkError, Shared, global};
 use crate::net::LinkEnd;
 use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
 use crate::net::transport;
+use crate::proto::dialect::Dialect;
 
 /// Dial an address.
 #[derive(actix::Message)]
@@ -65,6 +66,8 @@ pub(crate) struct NodeRegistry {
     outgoing: HashMap<u64, (String, Option<String>, bool)>,
     /// Connections whose peer's line 1 says it is a Rust node.
     rust: HashSet<u64>,
+    /// Address → the dialect its listener last showed (for dialling in `DialectMode::Auto`).
+    dialects: HashMap<String, Dialect>,
 }
 
 impl NodeRegistry {
@@ -78,22 +81,21 @@ impl NodeRegistry {
             connecting: HashSet::new(),
             outgoing: HashMap::new(),
             rust: HashSet::new(),
+            dialects: HashMap::new(),
         }
     }
 
     fn dial(&mut self, addr: String, node: Option<String>, redial: bool) {
         let runtime = &self.shared.runtime;
         let conn = runtime.next_id();
-        self.shared.peer.count_connection(true);
+        self.shared.runtime.count_connection(true);
         if let Some(node) = &node {
             self.dials.insert(conn, node.clone());
         }
         // A dialler speaks what the listener at that address last showed.
         let dialect = match self.shared.config.dialect {
             DialectMode::Fixed(d) => d,
-            DialectMode::Auto { default } => {
-                self.shared.peer.dial_dialect(&addr).unwrap_or(default)
-            }
+            DialectMode::Auto { default } => self.dialects.get(&addr).copied().unwrap_or(default),
         };
         self.outgoing.insert(conn, (addr.clone(), node, redial));
         transport::dial(
@@ -222,7 +224,7 @@ impl Handler<Up> for NodeRegistry {
         }
         let dialect = msg.link.dialect;
         if let Some(addr) = &msg.dialled {
-            self.shared.peer.saw_dialect(addr, dialect);
+            self.dialects.insert(addr.clone(), dialect);
             let addrs = self.addresses.entry(msg.node.clone()).or_default();
             if !addrs.contains(addr) {
                 addrs.push(addr.clone());
@@ -264,7 +266,7 @@ impl Handler<Down> for NodeRegistry {
             // The listener speaks another dialect: in auto mode, speak it (once per dial).
             if matches!(self.shared.config.dialect, DialectMode::Auto { .. }) && !redial {
                 tracing::info!(node = %self.shared.id, %addr, dialect = %theirs, "dialling again in the listener's dialect");
-                self.shared.peer.saw_dialect(&addr, theirs);
+                self.dialects.insert(addr.clone(), theirs);
                 self.dial(addr, target.or_else(|| msg.node.clone()), true);
             }
         }
