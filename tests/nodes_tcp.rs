@@ -338,3 +338,99 @@ async fn simultaneous_dials_converge_to_one_link_with_nothing_lost() {
         b.shutdown();
     }
 }
+
+/// Opens a connection to `node` that sends only a greeting line 1 claiming `claimed` (a Rust
+/// node's line, or a Perl 1.x node's with `perl`) and then waits, as an unauthenticated
+/// squatter would.
+async fn squat(node: &Node, claimed: &str, perl: bool) -> tokio::net::TcpStream {
+    use aemp::proto::handshake::{Handshake, HandshakeConfig};
+    use tokio::io::AsyncWriteExt;
+    let mut hs = Handshake::new(HandshakeConfig::new(
+        claimed,
+        b"no secret".to_vec(),
+        Dialect::P0,
+    ))
+    .unwrap();
+    let out = hs.take_output();
+    let end = out.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut line1 = String::from_utf8(out[..end].to_vec()).unwrap();
+    if perl {
+        // What a Perl node says of itself instead of `provider=aemp-rs-…`.
+        let at = line1.find("provider=").unwrap();
+        let stop = line1[at..].find(';').map_or(line1.len() - 1, |i| at + i);
+        line1.replace_range(at..stop, "provider=AE-1.30");
+    }
+    let mut s = tokio::net::TcpStream::connect(node.listeners()[0])
+        .await
+        .unwrap();
+    s.write_all(line1.as_bytes()).await.unwrap();
+    // Let the node read it and take note of the claim.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s
+}
+
+#[actix_rt::test]
+async fn an_unauthenticated_claim_never_keeps_the_real_node_out() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("aemp=debug")
+        .try_init();
+    let cfg = |id: &str| NodeConfig {
+        node_id: id.into(),
+        secret: b"k".to_vec(),
+        workers: 1,
+        // Long enough that a squatter outlives the test unless it is ignored.
+        handshake_timeout: Duration::from_secs(60),
+        ..NodeConfig::default()
+    };
+    // The real node's id sorts before and after ours (the arbitrating side differs), and the
+    // squatter poses as a Rust node or as a Perl one.
+    for (ours, theirs, perl) in [
+        ("m-node", "a-real", false),
+        ("m-node", "z-real", false),
+        ("m-node", "a-real", true),
+    ] {
+        let a = Node::start(cfg(ours)).await.unwrap();
+        let _squatter = squat(&a, theirs, perl).await;
+        // The real node dials in.
+        let b = Node::start(cfg(theirs)).await.unwrap();
+        let mut events = a.node_events();
+        b.connect(a.listeners()[0].to_string());
+        let up = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{theirs} (perl {perl}) kept out by a squatter"))
+            .unwrap();
+        assert!(up.up && up.node == theirs, "{up:?}");
+        b.shutdown();
+        a.shutdown();
+    }
+}
+
+#[actix_rt::test]
+async fn an_unauthenticated_claim_never_delays_dialling_the_real_node() {
+    let cfg = |id: &str| NodeConfig {
+        node_id: id.into(),
+        secret: b"k".to_vec(),
+        workers: 1,
+        handshake_timeout: Duration::from_secs(60),
+        ..NodeConfig::default()
+    };
+    for theirs in ["a-real", "z-real"] {
+        let a = Node::start(cfg("m-node")).await.unwrap();
+        let b = Node::start(cfg(theirs)).await.unwrap();
+        let _squatter = squat(&a, theirs, false).await;
+        // Messages for the real node make `a` connect to it, squatter or not.
+        introduce(&a, &b);
+        let (rb, mut rxb) = collector();
+        let pb = b.port(rb);
+        for i in 0..3 {
+            a.snd(pb.id(), &(i,)).unwrap();
+        }
+        for i in 0..3 {
+            let (n,): (i32,) = recv(&mut rxb).await.decode().unwrap();
+            assert_eq!(n, i, "{theirs}");
+        }
+        a.shutdown();
+        b.shutdown();
+    }
+}

@@ -21,6 +21,9 @@ use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
 use crate::net::transport;
 use crate::proto::dialect::Dialect;
 
+/// How long a node's own handshake with us may run before we dial it ourselves anyway.
+const PEER_HANDSHAKE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Dial an address.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
@@ -107,6 +110,17 @@ impl NodeRegistry {
         );
     }
 
+    /// Dials every known address of `node`, unless it is up or a dial of ours is under way.
+    fn dial_node(&mut self, node: &str) {
+        if self.up.contains_key(node) || self.dialling(node, u64::MAX) {
+            return;
+        }
+        let addrs = self.addresses.get(node).cloned().unwrap_or_default();
+        for addr in addrs {
+            self.dial(addr, Some(node.to_owned()), false);
+        }
+    }
+
     /// Whether we have a connection of our own to `node` under way (other than `except`).
     fn dialling(&self, node: &str, except: u64) -> bool {
         self.dials.iter().any(|(c, n)| *c != except && n == node)
@@ -153,10 +167,14 @@ impl Handler<Connect> for NodeRegistry {
             return;
         }
         let addrs = self.addresses.get(&node).cloned().unwrap_or_default();
-        if !self.handshakes.contains_key(&node) && !self.dialling(&node, u64::MAX) {
-            for addr in &addrs {
-                self.dial(addr.clone(), Some(node.clone()), false);
-            }
+        if self.handshakes.contains_key(&node) {
+            // The node is dialling us (or someone claims to be it): a real handshake is done in
+            // moments, so look again shortly instead of crossing it; a claim that is still
+            // unauthenticated by then does not hold our dial back any longer.
+            let node = node.clone();
+            ctx.run_later(PEER_HANDSHAKE_GRACE, move |act, _| act.dial_node(&node));
+        } else {
+            self.dial_node(&node);
         }
         let why = if addrs.is_empty() {
             DownReason::NoAddress
@@ -185,21 +203,25 @@ impl Handler<Line1> for NodeRegistry {
         if self.up.contains_key(&node) {
             return Err(Refusal::AlreadyConnected);
         }
-        let others = self
+        // Anyone can claim any id at line 1: a connection the peer made (not yet authenticated)
+        // never refuses another. Only our own connections count, as they reach addresses we chose.
+        let ours_past_line1 = self
             .handshakes
             .get(&node)
-            .is_some_and(|hs| hs.iter().any(|(c, _)| *c != conn));
-        if !rust || *self.shared.id < *node {
-            // Perl peers: first come, first served. Between Rust nodes the one with the smaller
-            // id arbitrates: it prefers the connection it dialled itself and never lets a second
-            // one past line 1, so that it sends an auth line on one connection only and the
-            // other end can complete no other.
-            if rust && !outgoing && self.dialling(&node, conn) {
-                return Err(Refusal::Crossing);
-            }
-            if others {
-                return Err(Refusal::InProgress);
-            }
+            .is_some_and(|hs| hs.iter().any(|(c, out)| *c != conn && *out));
+        if outgoing && ours_past_line1 {
+            // Two of our dials reached the same node (it has several addresses): keep the first.
+            return Err(Refusal::InProgress);
+        }
+        if !outgoing && rust && *self.shared.id < *node && self.dialling(&node, conn) {
+            // Between Rust nodes the one with the smaller id arbitrates: it keeps the connection
+            // it dialled, so that the other end can complete no other.
+            return Err(Refusal::Crossing);
+        }
+        if !outgoing && !rust && ours_past_line1 {
+            // A Perl peer that dials while our dial to it is past line 1: one link, not a
+            // switch (Perl would replace the first link with the second, with a node-down blip).
+            return Err(Refusal::InProgress);
         }
         self.dials.remove(&conn);
         if rust {
