@@ -265,3 +265,31 @@ async fn a_peer_failing_auth_still_gets_our_auth_line_when_both_its_lines_came_a
     };
     assert!(err.to_string().contains("shared secret mismatch"), "{err}");
 }
+
+#[actix_rt::test]
+async fn a_flood_of_failing_connections_is_summarised_in_the_log() {
+    log();
+    let node = Node::start(NodeConfig {
+        node_id: "flooded".into(),
+        secret: b"k".to_vec(),
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let addr = node.listeners()[0];
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"garbage\n").await.unwrap();
+        closed_by_node(&mut s).await;
+    }
+    let text = String::from_utf8_lossy(&log().lock().unwrap()).into_owned();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("flooded"))
+        .count();
+    // The first few in full, then one summary per interval (the test runs well inside one).
+    assert!(
+        (1..=12).contains(&lines),
+        "{lines} warning lines for 200 failed connections"
+    );
+}

@@ -6,7 +6,7 @@ use actix::prelude::*;
 use aemp::node::{DialectMode, Message, Node, NodeConfig};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::value::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 struct Collect(mpsc::UnboundedSender<Message>);
 impl Actor for Collect {
@@ -433,4 +433,134 @@ async fn an_unauthenticated_claim_never_delays_dialling_the_real_node() {
         a.shutdown();
         b.shutdown();
     }
+}
+
+/// A peer that completes the handshake (P0, secret `k`, id `id`), never reads, and when `poke`
+/// fires writes keepalives `[]` until a write fails; `closed` learns when one did.
+async fn stalled_peer_poking(
+    id: &'static str,
+) -> (String, oneshot::Sender<()>, oneshot::Receiver<()>) {
+    use aemp::proto::handshake::{Event, Handshake, HandshakeConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (poke, poked) = oneshot::channel();
+    let (closed_tx, closed) = oneshot::channel();
+    actix_rt::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut hs = Handshake::new(HandshakeConfig::new(id, b"k".to_vec(), Dialect::P0)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            s.write_all(&hs.take_output()).await.unwrap();
+            if hs.is_established() {
+                break;
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            hs.feed(&buf[..n]).unwrap();
+            while let Some(ev) = hs.poll_event() {
+                if let Event::PeerGreeting(_) = ev {
+                    hs.accept_peer(None).unwrap();
+                }
+            }
+        }
+        let _ = poked.await;
+        for _ in 0..500 {
+            if s.write_all(b"[]").await.is_err() {
+                let _ = closed_tx.send(());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Still open after 5 s of writing: `closed` is dropped unsent.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(s);
+    });
+    (addr, poke, closed)
+}
+
+#[actix_rt::test]
+async fn a_link_failed_for_a_full_queue_closes_its_socket_at_once() {
+    let a = Node::start(NodeConfig {
+        secret: b"k".to_vec(),
+        send_queue_bytes: 256 * 1024,
+        workers: 1,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let (addr, poke, closed) = stalled_peer_poking("stalled-q").await;
+    a.add_node_addresses("stalled-q", vec![addr]);
+    let port = "stalled-q#p";
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon(port, move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    let big = "x".repeat(64 * 1024);
+    let mut sent = 0;
+    while fired.try_recv().is_err() {
+        a.snd(port, &(big.as_str(),)).unwrap();
+        sent += 1;
+        assert!(sent < 10_000, "the queue never overflowed");
+        tokio::task::yield_now().await;
+    }
+    // Monitors fired: the socket must be gone too, not held open by a writer stuck on a peer
+    // that does not read (whose requests would otherwise still be served).
+    poke.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), closed)
+        .await
+        .expect("the peer learns that the link is closed")
+        .expect("a write to the failed link fails within 5 s");
+}
+
+#[actix_rt::test]
+async fn a_write_that_makes_no_progress_fails_the_link() {
+    let a = Node::start(NodeConfig {
+        secret: b"k".to_vec(),
+        // Room for everything below: only the write deadline can fail this link.
+        send_queue_bytes: 256 << 20,
+        write_timeout: Duration::from_secs(1),
+        workers: 1,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let (addr, _poke, _closed) = stalled_peer_poking("stalled-w").await;
+    a.add_node_addresses("stalled-w", vec![addr]);
+    let port = "stalled-w#p";
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon(port, move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    let mut events = a.node_events();
+    let up = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(up.up);
+    let big = "x".repeat(64 * 1024);
+    // Up to 64 MiB, more than the socket buffers on both ends hold: the writer stalls, and
+    // awaitable sends wait for room until the deadline fails the link.
+    for _ in 0..1024 {
+        if a.send(port, &(big.as_str(),)).await.is_err() {
+            break;
+        }
+    }
+    // Generous: this test may share the machine with many others.
+    let reason = tokio::time::timeout(Duration::from_secs(60), fired.recv())
+        .await
+        .expect("the write deadline fails the link")
+        .unwrap();
+    assert_eq!(reason[0], Value::from("transport_error"));
+    assert_eq!(reason[1], Value::from("stalled-w"));
+    assert!(
+        reason[2].as_str().unwrap().contains("no progress"),
+        "{reason:?}"
+    );
+    let down = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!down.up, "{down:?}");
 }

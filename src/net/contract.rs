@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix::Recipient;
 
+use super::log_throttle::{self, LogThrottle};
 use super::send_queue::SendQueue;
 use super::tls::TlsSettings;
 use super::transport::TransportError;
@@ -33,6 +34,8 @@ pub(crate) struct TransportConfig {
     pub handshake_timeout: Duration,
     /// Bytes that may wait in a link's send queue.
     pub send_queue_bytes: usize,
+    /// A write (or flush) that makes no progress for this long fails the link.
+    pub write_timeout: Duration,
     /// Largest packet accepted from a peer.
     pub max_packet: usize,
     /// P1 links send `[]` after this much write silence (a node without listeners keeps its
@@ -44,12 +47,32 @@ pub(crate) struct TransportConfig {
 pub(crate) struct TransportHooks {
     /// The transports' settings.
     pub config: TransportConfig,
+    /// Failed handshakes are logged in full a few at a time, the rest summarised.
+    pub failures: Arc<LogThrottle>,
     /// Asked when a peer's greeting line 1 arrives.
     pub line1: Recipient<Line1>,
     /// Asked when the handshake is done.
     pub up: Recipient<Up>,
     /// Told when a transport ends, up or not.
     pub down: Recipient<Down>,
+}
+
+impl TransportHooks {
+    /// Hooks with the default log throttle.
+    pub fn new(
+        config: TransportConfig,
+        line1: Recipient<Line1>,
+        up: Recipient<Up>,
+        down: Recipient<Down>,
+    ) -> TransportHooks {
+        TransportHooks {
+            config,
+            failures: LogThrottle::new(log_throttle::DETAILED_PER_INTERVAL, log_throttle::INTERVAL),
+            line1,
+            up,
+            down,
+        }
+    }
 }
 
 /// A transport read a peer's greeting line 1: may it go on?
@@ -127,8 +150,10 @@ pub enum LinkEnd {
     TimedOut,
     /// The node closed the link (its queue was closed).
     Closed,
-    /// Writing to the socket failed.
+    /// Writing to the socket failed, or made no progress within the write timeout.
     WriteFailed(Arc<io::Error>),
+    /// The node gave up on the link (its send queue overflowed).
+    Aborted,
     /// The connection failed (before or after the link came up).
     Failed(Arc<TransportError>),
 }
@@ -140,6 +165,7 @@ impl fmt::Display for LinkEnd {
             LinkEnd::TimedOut => f.write_str("Connection timed out"),
             LinkEnd::Closed => f.write_str("link closed"),
             LinkEnd::WriteFailed(e) => e.fmt(f),
+            LinkEnd::Aborted => f.write_str("link failed by this node"),
             LinkEnd::Failed(e) => e.fmt(f),
         }
     }

@@ -23,6 +23,8 @@ pub(crate) struct SendQueue {
     wake_writer: Notify,
     /// Wakes awaitable senders when the writer has taken the buffer, or on close.
     room: Notify,
+    /// Wakes the transport when the node gives up on the link.
+    abort: Notify,
 }
 
 /// Awaitable senders wait while this much is queued (or the bound, if smaller): enough for
@@ -33,6 +35,8 @@ const WAIT_ABOVE: usize = 1 << 20;
 struct State {
     buf: BytesMut,
     closed: bool,
+    /// The node failed the link: what is queued is dropped and the transport ends at once.
+    aborted: bool,
 }
 
 /// What became of a packet handed to [`SendQueue::push`].
@@ -54,11 +58,13 @@ impl SendQueue {
             state: Mutex::new(State {
                 buf: BytesMut::new(),
                 closed: false,
+                aborted: false,
             }),
             limit: limit.max(1),
             wait_above: limit.clamp(1, WAIT_ABOVE),
             wake_writer: Notify::new(),
             room: Notify::new(),
+            abort: Notify::new(),
         }
     }
 
@@ -195,6 +201,33 @@ impl SendQueue {
         self.room.notify_waiters();
     }
 
+    /// The node failed the link: drop what is queued and end the transport now, without
+    /// waiting for a slow peer to take the rest.
+    pub fn abort(&self) {
+        {
+            let mut st = self.state();
+            st.closed = true;
+            st.aborted = true;
+            st.buf = BytesMut::new();
+        }
+        self.wake_writer.notify_one();
+        self.room.notify_waiters();
+        self.abort.notify_waiters();
+    }
+
+    /// Resolves once [`abort`](Self::abort) is called.
+    pub async fn aborted(&self) {
+        loop {
+            let woken = self.abort.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.state().aborted {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     /// Bytes waiting.
     #[cfg(test)]
     pub fn queued(&self) -> usize {
@@ -312,5 +345,31 @@ mod tests {
             q.close();
             assert_eq!(waiting.await.unwrap(), Pushed::Closed);
         });
+    }
+
+    #[tokio::test]
+    async fn abort_drops_what_is_queued_and_wakes_whoever_waits() {
+        let q = std::sync::Arc::new(SendQueue::new(1 << 20));
+        assert_eq!(q.push(put(b"abc")).unwrap(), Pushed::Queued);
+        let watcher = {
+            let q = q.clone();
+            tokio::spawn(async move { q.aborted().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!watcher.is_finished());
+        q.abort();
+        tokio::time::timeout(std::time::Duration::from_secs(5), watcher)
+            .await
+            .expect("the watcher wakes")
+            .unwrap();
+        assert_eq!(q.queued(), 0);
+        assert_eq!(q.push(put(b"d")).unwrap(), Pushed::Closed);
+        let mut out = BytesMut::new();
+        assert!(
+            !q.take(&mut out).await,
+            "the writer ends with nothing to write"
+        );
+        // A watcher that starts after the abort returns at once.
+        q.aborted().await;
     }
 }

@@ -108,15 +108,16 @@ fn hooks(
         require_tls: false,
         handshake_timeout: Duration::from_secs(5),
         send_queue_bytes: 1 << 20,
+        write_timeout: Duration::from_secs(5),
         max_packet: 1 << 20,
         p1_keepalive: None,
     };
-    let hooks = TransportHooks {
+    let hooks = TransportHooks::new(
         config,
-        line1: node.clone().recipient(),
-        up: node.clone().recipient(),
-        down: node.recipient(),
-    };
+        node.clone().recipient(),
+        node.clone().recipient(),
+        node.recipient(),
+    );
     (Arc::new(hooks), rx)
 }
 

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::contract::{Down, LinkEnd, PacketSink, TransportHooks};
-use super::handshake::{HandshakeDone, Handshaking, LinkStream, Seen, write_flush};
+use super::handshake::{HandshakeDone, Handshaking, LinkStream, Seen};
+use super::log_throttle::Verdict;
 use super::send_queue::SendQueue;
 use super::tls::TlsError;
 use crate::proto::dialect::{Dialect, P0_TIMEOUT_SECS};
@@ -261,9 +262,21 @@ impl Transport {
         W: AsyncWrite + Unpin + 'static,
     {
         let keepalive = self.keepalive(established);
+        // The node may give up on the link (a full send queue): then the socket closes at once,
+        // whatever the writer is stuck on.
+        let give_up = queue.clone();
+        ctx.spawn(
+            async move { give_up.aborted().await }
+                .into_actor(self)
+                .map(|(), act, ctx| {
+                    act.end = LinkEnd::Aborted;
+                    ctx.stop();
+                }),
+        );
         let addr = ctx.address();
+        let stall = self.hooks.config.write_timeout;
         self.writer = Some(actix::spawn(async move {
-            let result = writer(write, queue, keepalive).await;
+            let result = writer(write, queue, keepalive, stall).await;
             addr.do_send(WriterDone(result.err()));
         }));
         // A P0 peer promises traffic within its advertised `timeout`: a read silent for
@@ -333,7 +346,7 @@ impl Actor for Transport {
                 act.enter_data_phase(done, ctx);
             }
             Err(e) => {
-                tracing::warn!(node = %act.hooks.config.node_id, "{e}");
+                log_failed_handshake(&act.hooks, &e);
                 act.end = LinkEnd::Failed(Arc::new(e));
                 act.claimed = seen;
                 ctx.stop();
@@ -400,6 +413,7 @@ async fn writer<W: AsyncWrite + Unpin>(
     mut w: W,
     queue: Arc<SendQueue>,
     keepalive: Option<(Duration, Bytes)>,
+    stall: Duration,
 ) -> io::Result<()> {
     let mut batch = BytesMut::new();
     loop {
@@ -408,7 +422,7 @@ async fn writer<W: AsyncWrite + Unpin>(
             {
                 Ok(more) => more,
                 Err(_) => {
-                    write_flush(&mut w, packet).await?;
+                    write_progressing(&mut w, packet, stall).await?;
                     continue;
                 }
             },
@@ -417,9 +431,60 @@ async fn writer<W: AsyncWrite + Unpin>(
         if !more {
             return Ok(());
         }
-        write_flush(&mut w, &batch).await?;
+        write_progressing(&mut w, &batch, stall).await?;
         SendQueue::recycle(&mut batch);
     }
+}
+
+/// Logs a failed handshake, or counts it while a flood of them is summarised.
+fn log_failed_handshake(hooks: &Arc<TransportHooks>, e: &TransportError) {
+    let node = &hooks.config.node_id;
+    match hooks.failures.failure(std::time::Instant::now()) {
+        Verdict::Log => tracing::warn!(%node, "{e}"),
+        Verdict::LogAfterSummary(n) => {
+            tracing::warn!(%node, suppressed = n, "{n} more failed handshakes in the last interval");
+            tracing::warn!(%node, "{e}");
+        }
+        Verdict::Suppress { first: false } => {}
+        Verdict::Suppress { first: true } => {
+            let hooks = hooks.clone();
+            actix::spawn(async move {
+                tokio::time::sleep(hooks.failures.interval()).await;
+                let n = hooks.failures.take_summary();
+                if n > 0 {
+                    let node = &hooks.config.node_id;
+                    tracing::warn!(%node, suppressed = n, "{n} more failed handshakes in the last interval");
+                }
+            });
+        }
+    }
+}
+
+/// Writes and flushes `bytes`, failing when the socket takes nothing for `stall` (a peer that
+/// stopped reading must not hold a link, and its monitors, forever).
+async fn write_progressing<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut bytes: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    let stalled = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("write made no progress for {stall:?}"),
+        )
+    };
+    while !bytes.is_empty() {
+        let n = tokio::time::timeout(stall, w.write(bytes))
+            .await
+            .map_err(|_| stalled())??;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = bytes.get(n..).unwrap_or_default();
+    }
+    tokio::time::timeout(stall, w.flush())
+        .await
+        .map_err(|_| stalled())?
 }
 
 /// Reads the link and hands every complete packet to its port as soon as a read brings it:

@@ -43,6 +43,10 @@ pub struct NodeConfig {
     /// Bytes that may wait in one link's send queue (or, about, for a node not up yet); `snd`
     /// beyond it fails the link, `send` waits for room.
     pub send_queue_bytes: usize,
+    /// A write to a link's socket that makes no progress for this long fails the link (its
+    /// monitors fire, node-down is emitted, the socket closes): a peer that stops reading
+    /// cannot hold a link open.
+    pub write_timeout: Duration,
     /// Largest packet accepted from a peer.
     pub max_packet: usize,
     /// Worker threads (actix arbiters) that run transports; 0 = one per core. The arbiter the
@@ -69,6 +73,7 @@ impl Default for NodeConfig {
             connect_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             send_queue_bytes: 16 << 20,
+            write_timeout: Duration::from_secs(30),
             max_packet: DEFAULT_MAX_PACKET,
             workers: 0,
             tls: None,

@@ -318,8 +318,13 @@ impl Shared {
             let mut links = write(&self.links.table);
             match links.get(node) {
                 Some(LinkSlot::Up(l)) if l.conn == conn => {
-                    // The writer sends what is queued, then ends, which stops the transport.
-                    l.queue.close();
+                    if matches!(why, DownReason::SendQueueFull) {
+                        // The peer does not keep up: close the socket now, queue and all.
+                        l.queue.abort();
+                    } else {
+                        // The writer sends what is queued, then ends, which stops the transport.
+                        l.queue.close();
+                    }
                     links.remove(node);
                     true
                 }

@@ -262,6 +262,7 @@ fn transport_config(id: &Arc<str>, config: &NodeConfig) -> TransportConfig {
         require_tls: config.require_tls,
         handshake_timeout: config.handshake_timeout,
         send_queue_bytes: config.send_queue_bytes,
+        write_timeout: config.write_timeout,
         max_packet: config.max_packet,
         p1_keepalive: config.binds.is_empty().then_some(config.keepalive),
     }
@@ -279,12 +280,12 @@ impl Shared {
         let ctx = actix::Context::<NodeRegistry>::new();
         let registry = ctx.address();
         let id: Arc<str> = config::resolve_node_id(&config.node_id).into();
-        let transports = Arc::new(TransportHooks {
-            config: transport_config(&id, &config),
-            line1: registry.clone().recipient(),
-            up: registry.clone().recipient(),
-            down: registry.clone().recipient(),
-        });
+        let transports = Arc::new(TransportHooks::new(
+            transport_config(&id, &config),
+            registry.clone().recipient(),
+            registry.clone().recipient(),
+            registry.clone().recipient(),
+        ));
         let shared = Arc::new(Shared {
             id,
             config,
