@@ -23,6 +23,9 @@ pub(crate) struct TransportConfig {
     pub node_id: Arc<str>,
     /// The shared secret (empty: none).
     pub secret: Vec<u8>,
+    /// Advertise and accept the `cleartext` auth method (the secret in hex on the wire); see
+    /// `NodeConfig::allow_cleartext`.
+    pub allow_cleartext: bool,
     /// The dialect we greet an accepted connection in; `None`: answer in the dialler's.
     pub accept_dialect: Option<Dialect>,
     /// Our certificate and trust anchors, when we offer TLS.

@@ -28,6 +28,16 @@ pub struct NodeConfig {
     pub node_id: String,
     /// The shared secret. Without one (and without TLS) no link can authenticate.
     pub secret: Vec<u8>,
+    /// Accept the `cleartext` auth method, and list it in our greeting. Off by default.
+    ///
+    /// **Risk**: a peer that authenticates with `cleartext` sends the shared secret itself, in
+    /// hex, and outside TLS anyone who can see or redirect the connection learns it. With the
+    /// secret one can join the network as any node (and ask Perl nodes to run code). Perl
+    /// nodes never send `cleartext` (they authenticate with `hmac_*` or `tls_*`), so they
+    /// link fine without it; turn it on only for simple clients that cannot compute an HMAC
+    /// (the minimal client of the AnyEvent::MP documentation), ideally inside TLS. This node
+    /// never sends `cleartext` itself.
+    pub allow_cleartext: bool,
     /// Addresses to listen on (`host:port`, port 0 allowed). Empty: a node without listeners.
     pub binds: Vec<String>,
     /// Addresses of nodes to dial at start (their ids are learned from their greetings).
@@ -60,6 +70,7 @@ impl Default for NodeConfig {
         NodeConfig {
             node_id: "anon/".into(),
             secret: Vec::new(),
+            allow_cleartext: false,
             binds: vec!["127.0.0.1:0".into()],
             seeds: Vec::new(),
             dialect: DialectMode::Auto {
@@ -105,4 +116,20 @@ pub(crate) fn random_name(len: usize) -> String {
     (0..len)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_is_off_by_default_and_carried_to_the_transports() {
+        assert!(!NodeConfig::default().allow_cleartext);
+        assert!(!NodeConfig::with_secret("k").allow_cleartext);
+        let config = NodeConfig {
+            allow_cleartext: true,
+            ..NodeConfig::with_secret("k")
+        };
+        assert!(super::super::transport_config(&"me".into(), &config).allow_cleartext);
+    }
 }

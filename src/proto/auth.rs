@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 /// An AEMP auth method, as named in greeting line 1 and the auth line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuthMethod {
-    /// Hex of the shared secret (Perl accepts it, never sends it).
+    /// Hex of the shared secret (Perl accepts it, never sends it). Anyone who sees the auth line
+    /// learns the secret, so a handshake uses it only when its `allow_cleartext` is set.
     Cleartext,
     /// Empty token, only valid inside TLS.
     TlsAnon,
@@ -211,6 +212,10 @@ pub fn own_token(
 ///
 /// `tls` tells whether the connection runs inside (verified) TLS. Inside TLS, `cleartext` with no
 /// local secret expects an empty token, as Perl does: the certificate check is the authentication.
+///
+/// This checks the token only. Whether `method` is acceptable at all (our accept list, and
+/// `cleartext` only when explicitly allowed) is the caller's decision, as the
+/// [handshake](crate::proto::handshake) makes it before calling this.
 ///
 /// # Errors
 ///
