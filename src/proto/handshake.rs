@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::auth::{self, AuthError, AuthMethod, AuthVerified, GreetingLines};
+use super::auth::{self, AuthError, AuthMethod, AuthVerified, GreetingLines, Redacted};
 use super::dialect::{self, Dialect};
 use super::framing::Framing;
 use super::greeting::{Greeting, GreetingError, Nonce, PROTOCOL};
@@ -217,7 +217,9 @@ pub enum OwnGreeting {
 }
 
 /// What a handshake needs to know about us.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows the secret's length, never the secret.
+#[derive(Clone)]
 pub struct HandshakeConfig {
     /// Our node id.
     pub node_id: String,
@@ -263,6 +265,34 @@ impl HandshakeConfig {
             peer_addr: None,
             allow_cleartext: false,
         }
+    }
+}
+
+impl fmt::Debug for HandshakeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a new field cannot be forgotten here.
+        let HandshakeConfig {
+            node_id,
+            secret,
+            greeting,
+            auth_accept,
+            auth_offer,
+            framings,
+            tls,
+            peer_addr,
+            allow_cleartext,
+        } = self;
+        f.debug_struct("HandshakeConfig")
+            .field("node_id", node_id)
+            .field("secret", &Redacted(secret))
+            .field("greeting", greeting)
+            .field("auth_accept", auth_accept)
+            .field("auth_offer", auth_offer)
+            .field("allow_cleartext", allow_cleartext)
+            .field("framings", framings)
+            .field("tls", tls)
+            .field("peer_addr", peer_addr)
+            .finish()
     }
 }
 
@@ -362,7 +392,8 @@ struct Own {
 }
 
 /// The handshake state machine of one connection.
-#[derive(Debug)]
+///
+/// Its `Debug` output leaves out the byte buffers (they may hold an auth line) and the secret.
 pub struct Handshake {
     config: HandshakeConfig,
     state: State,
@@ -377,6 +408,21 @@ pub struct Handshake {
     tls: bool,
     tls_leftover: Vec<u8>,
     sent: Option<(AuthMethod, Framing)>,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("dialect", &self.dialect())
+            .field("peer", &self.peer_name())
+            .field("tls", &self.tls)
+            .field("sent", &self.sent)
+            .field("buffered", &self.input.len())
+            .field("unsent", &self.output.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handshake {
@@ -1064,5 +1110,30 @@ mod tests {
         hs.accept_peer(None).unwrap();
         let out = String::from_utf8(hs.take_output()).unwrap();
         assert_eq!(out, format!("cleartext;{SECRET_HEX};json\n"));
+    }
+
+    #[test]
+    fn debug_output_does_not_show_the_secret() {
+        let secret = b"sup3r-s3cret-value";
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let bytes = format!("{:?}", secret.to_vec());
+        let mut cfg = HandshakeConfig::new("me", secret.to_vec(), Dialect::P0);
+        cfg.allow_cleartext = true;
+        let shown = format!("{cfg:?} {cfg:#?}");
+        assert!(shown.contains("<redacted 18 bytes>"), "{shown}");
+        // A handshake holding a peer's cleartext line, half read.
+        let mut hs = Handshake::with_nonce(cfg, Nonce::from_line("bm9uY2U").unwrap()).unwrap();
+        hs.feed(format!("{PEER_LINE1}\nYWJj\n").as_bytes()).unwrap();
+        let _ = hs.poll_event();
+        hs.accept_peer(None).unwrap();
+        hs.feed(format!("cleartext;{hex}").as_bytes()).unwrap();
+        let shown = format!("{shown} {hs:?} {hs:#?}");
+        for needle in [
+            "sup3r-s3cret-value",
+            hex.as_str(),
+            &bytes[1..bytes.len() - 1],
+        ] {
+            assert!(!shown.contains(needle), "{needle:?} in {shown}");
+        }
     }
 }
