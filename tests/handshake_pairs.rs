@@ -5,7 +5,7 @@ mod common;
 use aemp::proto::auth::AuthMethod;
 use aemp::proto::dialect::Dialect;
 use aemp::proto::framing::Framing;
-use aemp::proto::handshake::{HandshakeConfig, OwnGreeting, TlsRole};
+use aemp::proto::handshake::{HandshakeConfig, HandshakeError, OwnGreeting, TlsRole};
 use common::{run_pair, run_pair_with};
 
 fn cfg(id: &str, secret: &str, d: Dialect) -> HandshakeConfig {
@@ -42,14 +42,55 @@ fn every_dialect_completes_with_hmac() {
 }
 
 #[test]
-fn a_side_sending_cleartext_is_accepted() {
+fn a_side_sending_cleartext_is_accepted_where_both_allow_it() {
     for d in Dialect::ALL {
         let mut a = cfg("alpha", "s3cret", d);
         a.auth_offer = Some(vec![AuthMethod::Cleartext]);
-        let (a, b) = run_pair(a, cfg("beta", "s3cret", d));
+        a.allow_cleartext = true;
+        let mut b = cfg("beta", "s3cret", d);
+        b.allow_cleartext = true;
+        let (a, b) = run_pair(a, b);
         let (a, b) = (a.established.unwrap(), b.established.unwrap());
         assert_eq!(a.sent_auth, AuthMethod::Cleartext);
         assert_eq!(b.peer_auth(), AuthMethod::Cleartext);
+        assert_ne!(b.sent_auth, AuthMethod::Cleartext);
+    }
+}
+
+#[test]
+fn cleartext_is_used_by_neither_side_unless_allowed() {
+    for d in Dialect::ALL {
+        // The receiver does not list it, so the sender finds nothing it may send.
+        let mut a = cfg("alpha", "s3cret", d);
+        a.auth_offer = Some(vec![AuthMethod::Cleartext]);
+        a.allow_cleartext = true;
+        let (a_out, b_out) = run_pair(a, cfg("beta", "s3cret", d));
+        assert!(
+            matches!(a_out.error, Some(HandshakeError::NoCommonAuth { .. })),
+            "{d}: {:?}",
+            a_out.error
+        );
+        assert!(b_out.established.is_none(), "{d}");
+        // The sender may not send it, although the receiver lists it.
+        let mut a = cfg("alpha", "s3cret", d);
+        a.auth_offer = Some(vec![AuthMethod::Cleartext]);
+        let mut b = cfg("beta", "s3cret", d);
+        b.allow_cleartext = true;
+        let (a_out, b_out) = run_pair(a, b);
+        assert!(
+            matches!(a_out.error, Some(HandshakeError::NoCommonAuth { .. })),
+            "{d}: {:?}",
+            a_out.error
+        );
+        assert!(b_out.established.is_none(), "{d}");
+        // Allowed on both sides but not offered: hmac as before.
+        let mut a = cfg("alpha", "s3cret", d);
+        a.allow_cleartext = true;
+        let mut b = cfg("beta", "s3cret", d);
+        b.allow_cleartext = true;
+        let (a_out, b_out) = run_pair(a, b);
+        let (a, b) = (a_out.established.unwrap(), b_out.established.unwrap());
+        assert_ne!(a.sent_auth, AuthMethod::Cleartext);
         assert_ne!(b.sent_auth, AuthMethod::Cleartext);
     }
 }

@@ -199,7 +199,7 @@ fn method_not_in_our_accept_list() {
 
 #[test]
 fn framing_we_did_not_offer() {
-    let err = script(&mut ours(), &[LINE1, NONCE, "cleartext;6b;cbor"]).unwrap();
+    let err = script(&mut ours(), &[LINE1, NONCE, "hmac_md6_64_256;6b;cbor"]).unwrap();
     assert_eq!(
         err,
         HandshakeError::FramingNotOffered {
@@ -211,7 +211,7 @@ fn framing_we_did_not_offer() {
 
 #[test]
 fn malformed_auth_line() {
-    let err = script(&mut ours(), &[LINE1, NONCE, "cleartext"]).unwrap();
+    let err = script(&mut ours(), &[LINE1, NONCE, "hmac_md6_64_256"]).unwrap();
     assert_eq!(
         err,
         HandshakeError::MalformedAuthLine { peer: peer("perl") }
@@ -219,8 +219,17 @@ fn malformed_auth_line() {
 }
 
 #[test]
-fn cleartext_with_the_right_secret_passes_and_crlf_is_accepted() {
-    let mut hs = ours();
+fn cleartext_is_refused_unless_allowed() {
+    let err = script(&mut ours(), &[LINE1, NONCE, "cleartext;6b;json"]).unwrap();
+    assert_eq!(err, HandshakeError::CleartextRefused { peer: peer("perl") });
+    assert!(!err.to_string().contains("6b"), "{err}");
+}
+
+#[test]
+fn cleartext_with_the_right_secret_passes_where_allowed_and_crlf_is_accepted() {
+    let mut config = HandshakeConfig::new("me", b"k".to_vec(), Dialect::P0);
+    config.allow_cleartext = true;
+    let mut hs = Handshake::new(config).unwrap();
     let lines = format!("{LINE1}\r\n{NONCE}\r\ncleartext;6b;json\r\n");
     hs.feed(lines.as_bytes()).unwrap();
     let Some(Event::PeerGreeting(_)) = hs.poll_event() else {

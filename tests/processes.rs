@@ -224,3 +224,26 @@ async fn a_monitor_fires_with_transport_error_when_the_peer_process_is_killed() 
     assert!(!down.up);
     assert_eq!(down.node, run.node);
 }
+
+/// Line 1 of `aemp run`'s answer to a P0 greeting.
+fn greeting_of(run: &RunNode) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(&run.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"aemp;0;greeting-probe;hmac_md6_64_256;json\nbm9uY2U\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
+}
+
+#[test]
+fn cleartext_is_listed_only_with_allow_cleartext() {
+    let plain = RunNode::start(&[]);
+    let line = greeting_of(&plain);
+    assert!(line.starts_with("aemp;0;"), "{line}");
+    assert!(!line.contains("cleartext"), "{line}");
+    let permissive = RunNode::start(&["--allow-cleartext"]);
+    let line = greeting_of(&permissive);
+    assert!(line.contains(",cleartext;"), "{line}");
+}

@@ -19,16 +19,18 @@ pub const FUZZ_MAX_PACKET: usize = 64 * 1024;
 pub const NODE_ID: &str = "fuzz";
 
 /// The shared secret of the handshake targets; `cleartext;<hex of it>` is the only auth line a
-/// fuzzer can be expected to get accepted.
+/// fuzzer can be expected to get accepted (the targets' handshakes allow `cleartext` for that).
 pub const SECRET: &[u8] = b"secret";
 
 /// A fixed nonce, so that a crashing input replays identically.
 pub const OUR_NONCE: &str =
     "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0BB";
 
-/// A handshake for `dialect` with a deterministic nonce and an immediate greeting.
+/// A handshake for `dialect` with a deterministic nonce and an immediate greeting. It allows
+/// `cleartext` (off by default), so that fuzz input can reach the data phase.
 pub fn new_handshake(dialect: Dialect) -> Handshake {
-    let cfg = HandshakeConfig::new(NODE_ID, SECRET.to_vec(), dialect);
+    let mut cfg = HandshakeConfig::new(NODE_ID, SECRET.to_vec(), dialect);
+    cfg.allow_cleartext = true;
     let nonce = Nonce::from_line(OUR_NONCE).expect("fixed nonce has no line break");
     Handshake::with_nonce(cfg, nonce).expect("handshake with a fixed nonce starts")
 }
@@ -297,6 +299,18 @@ mod tests {
             );
             let wrong = b"cleartext;736563726575;json\n";
             assert_eq!(drive_handshake(&mut hs, wrong, 0), Outcome::Failed);
+        }
+    }
+
+    #[test]
+    fn without_allow_cleartext_the_right_secret_is_refused() {
+        for (dialect, framing) in [(Dialect::P0, "json"), (Dialect::P2, "cbor")] {
+            let cfg = HandshakeConfig::new(NODE_ID, SECRET.to_vec(), dialect);
+            let nonce = Nonce::from_line(OUR_NONCE).unwrap();
+            let mut hs = Handshake::with_nonce(cfg, nonce).unwrap();
+            let mut peer = peer_greeting(dialect).to_vec();
+            peer.extend_from_slice(&cleartext_line(framing));
+            assert_eq!(drive_handshake(&mut hs, &peer, 0), Outcome::Failed);
         }
     }
 

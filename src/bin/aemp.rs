@@ -41,6 +41,10 @@ struct Common {
     /// Refuse peers that do not offer TLS.
     #[arg(long, global = true)]
     require_tls: bool,
+    /// Accept the `cleartext` auth method (the peer sends the shared secret itself, in hex).
+    /// Risky: outside TLS anyone on the path learns the secret. Perl nodes never need it.
+    #[arg(long, global = true)]
+    allow_cleartext: bool,
 }
 
 #[derive(Subcommand)]
@@ -226,6 +230,7 @@ fn node_config(c: &Common, binds: Vec<String>, timeout: Duration) -> Result<Node
     Ok(NodeConfig {
         node_id: c.nodeid.clone(),
         secret: c.secret.clone().into_bytes(),
+        allow_cleartext: c.allow_cleartext,
         binds,
         seeds: Vec::new(),
         dialect: dialect_mode(&c.dialect)?,

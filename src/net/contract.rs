@@ -13,17 +13,22 @@ use super::log_throttle::{self, LogThrottle};
 use super::send_queue::SendQueue;
 use super::tls::TlsSettings;
 use super::transport::TransportError;
+use crate::proto::auth::Redacted;
 use crate::proto::dialect::Dialect;
 use crate::proto::framing::{Framing, Packet};
 use crate::proto::handshake::TlsRole;
 
-/// The settings of every transport of one node.
-#[derive(Clone, Debug)]
+/// The settings of every transport of one node. Its `Debug` output shows the secret's length,
+/// never the secret.
+#[derive(Clone)]
 pub(crate) struct TransportConfig {
     /// Our node id, as greeted.
     pub node_id: Arc<str>,
     /// The shared secret (empty: none).
     pub secret: Vec<u8>,
+    /// Advertise and accept the `cleartext` auth method (the secret in hex on the wire); see
+    /// `NodeConfig::allow_cleartext`.
+    pub allow_cleartext: bool,
     /// The dialect we greet an accepted connection in; `None`: answer in the dialler's.
     pub accept_dialect: Option<Dialect>,
     /// Our certificate and trust anchors, when we offer TLS.
@@ -41,6 +46,36 @@ pub(crate) struct TransportConfig {
     /// P1 links send `[]` after this much write silence (a node without listeners keeps its
     /// links probed, as Perl's `monitor_timeout`); `None`: they do not.
     pub p1_keepalive: Option<Duration>,
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a new field cannot be forgotten here.
+        let TransportConfig {
+            node_id,
+            secret,
+            allow_cleartext,
+            accept_dialect,
+            tls,
+            require_tls,
+            handshake_timeout,
+            send_queue_bytes,
+            max_packet,
+            p1_keepalive,
+        } = self;
+        f.debug_struct("TransportConfig")
+            .field("node_id", node_id)
+            .field("secret", &Redacted(secret))
+            .field("allow_cleartext", allow_cleartext)
+            .field("accept_dialect", accept_dialect)
+            .field("tls", tls)
+            .field("require_tls", require_tls)
+            .field("handshake_timeout", handshake_timeout)
+            .field("send_queue_bytes", send_queue_bytes)
+            .field("max_packet", max_packet)
+            .field("p1_keepalive", p1_keepalive)
+            .finish()
+    }
 }
 
 /// Where a node's transports report: the node's answers to [`Line1`] and [`Up`], and [`Down`].

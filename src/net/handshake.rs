@@ -89,6 +89,7 @@ impl Handshaking<'_> {
             framings: None,
             tls: cfg.tls.is_some(),
             peer_addr: Some(self.addr.to_owned()),
+            allow_cleartext: cfg.allow_cleartext,
         };
         let mut hs = Handshake::new(config).map_err(|e| self.hs_err(e))?;
         let mut stream = LinkStream::Plain(stream);

@@ -103,6 +103,7 @@ fn hooks(
     let config = TransportConfig {
         node_id: id.into(),
         secret: secret.to_vec(),
+        allow_cleartext: false,
         accept_dialect: None,
         tls: None,
         require_tls: false,

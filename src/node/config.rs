@@ -1,9 +1,11 @@
 //! Node configuration.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::tls::TlsSettings;
+use crate::proto::auth::Redacted;
 use crate::proto::dialect::Dialect;
 use crate::proto::framing::DEFAULT_MAX_PACKET;
 
@@ -21,13 +23,25 @@ pub enum DialectMode {
 
 /// Everything a node needs to start. `NodeConfig::default()` is a node with a random
 /// `anon/…` id on an ephemeral loopback port, no secret, no seeds.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows the secret's length, never the secret.
+#[derive(Clone)]
 pub struct NodeConfig {
     /// The node id; `anon/` (the default) or any id ending in `/` gets a random suffix, as in
     /// Perl.
     pub node_id: String,
     /// The shared secret. Without one (and without TLS) no link can authenticate.
     pub secret: Vec<u8>,
+    /// Accept the `cleartext` auth method, and list it in our greeting. Off by default.
+    ///
+    /// **Risk**: a peer that authenticates with `cleartext` sends the shared secret itself, in
+    /// hex, and outside TLS anyone who can see or redirect the connection learns it. With the
+    /// secret one can join the network as any node (and ask Perl nodes to run code). Perl
+    /// nodes never send `cleartext` (they authenticate with `hmac_*` or `tls_*`), so they
+    /// link fine without it; turn it on only for simple clients that cannot compute an HMAC
+    /// (the minimal client of the AnyEvent::MP documentation), ideally inside TLS. This node
+    /// never sends `cleartext` itself.
+    pub allow_cleartext: bool,
     /// Addresses to listen on (`host:port`, port 0 allowed). Empty: a node without listeners.
     pub binds: Vec<String>,
     /// Addresses of nodes to dial at start (their ids are learned from their greetings).
@@ -64,6 +78,7 @@ impl Default for NodeConfig {
         NodeConfig {
             node_id: "anon/".into(),
             secret: Vec::new(),
+            allow_cleartext: false,
             binds: vec!["127.0.0.1:0".into()],
             seeds: Vec::new(),
             dialect: DialectMode::Auto {
@@ -79,6 +94,44 @@ impl Default for NodeConfig {
             tls: None,
             require_tls: false,
         }
+    }
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a new field cannot be forgotten here.
+        let NodeConfig {
+            node_id,
+            secret,
+            allow_cleartext,
+            binds,
+            seeds,
+            dialect,
+            handshake_timeout,
+            connect_timeout,
+            keepalive,
+            send_queue_bytes,
+            max_packet,
+            workers,
+            tls,
+            require_tls,
+        } = self;
+        f.debug_struct("NodeConfig")
+            .field("node_id", node_id)
+            .field("secret", &Redacted(secret))
+            .field("allow_cleartext", allow_cleartext)
+            .field("binds", binds)
+            .field("seeds", seeds)
+            .field("dialect", dialect)
+            .field("handshake_timeout", handshake_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("keepalive", keepalive)
+            .field("send_queue_bytes", send_queue_bytes)
+            .field("max_packet", max_packet)
+            .field("workers", workers)
+            .field("tls", tls)
+            .field("require_tls", require_tls)
+            .finish()
     }
 }
 
@@ -110,4 +163,39 @@ pub(crate) fn random_name(len: usize) -> String {
     (0..len)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_does_not_show_the_secret() {
+        let secret = "sup3r-s3cret-value";
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        let bytes = format!("{:?}", secret.as_bytes());
+        let config = NodeConfig {
+            allow_cleartext: true,
+            ..NodeConfig::with_secret(secret)
+        };
+        let transport = super::super::transport_config(&"me".into(), &config);
+        let shown = format!("{config:?} {config:#?} {transport:?} {transport:#?}");
+        assert!(shown.contains("<redacted 18 bytes>"), "{shown}");
+        assert!(shown.contains("allow_cleartext: true"), "{shown}");
+        for needle in [secret, hex.as_str(), &bytes[1..bytes.len() - 1]] {
+            assert!(!shown.contains(needle), "{needle:?} in {shown}");
+        }
+        assert!(format!("{:?}", NodeConfig::default()).contains("secret: \"<none>\""));
+    }
+
+    #[test]
+    fn cleartext_is_off_by_default_and_carried_to_the_transports() {
+        assert!(!NodeConfig::default().allow_cleartext);
+        assert!(!NodeConfig::with_secret("k").allow_cleartext);
+        let config = NodeConfig {
+            allow_cleartext: true,
+            ..NodeConfig::with_secret("k")
+        };
+        assert!(super::super::transport_config(&"me".into(), &config).allow_cleartext);
+    }
 }

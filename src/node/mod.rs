@@ -254,6 +254,7 @@ fn transport_config(id: &Arc<str>, config: &NodeConfig) -> TransportConfig {
     TransportConfig {
         node_id: id.clone(),
         secret: config.secret.clone(),
+        allow_cleartext: config.allow_cleartext,
         accept_dialect: match config.dialect {
             DialectMode::Fixed(d) => Some(d),
             DialectMode::Auto { .. } => None,

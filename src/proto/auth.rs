@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 /// An AEMP auth method, as named in greeting line 1 and the auth line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuthMethod {
-    /// Hex of the shared secret (Perl accepts it, never sends it).
+    /// Hex of the shared secret (Perl accepts it, never sends it). Anyone who sees the auth line
+    /// learns the secret, so a handshake uses it only when its `allow_cleartext` is set.
     Cleartext,
     /// Empty token, only valid inside TLS.
     TlsAnon,
@@ -139,6 +140,33 @@ impl AuthVerified {
     }
 }
 
+/// A shared secret in `Debug` output: its length only, never its bytes.
+///
+/// Every configuration type that holds the secret formats it through this, so that `{:?}` of a
+/// configuration (in a log line, a panic message, a test failure) cannot leak it.
+#[derive(Clone, Copy)]
+pub(crate) struct Redacted<'a>(pub &'a [u8]);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"<none>\"")
+        } else {
+            write!(f, "\"<redacted {} bytes>\"", self.0.len())
+        }
+    }
+}
+
+/// Whether a received token equals the expected one, in time independent of where they differ.
+///
+/// Perl compares the token text with `eq`; this is the same byte equality, but it does not stop
+/// at the first differing byte, so response times do not reveal how much of a guess was right.
+/// Only the lengths (public: every method's token length is fixed, `cleartext`'s is twice the
+/// secret's) decide early.
+fn tokens_equal(expected: &[u8], received: &[u8]) -> bool {
+    bool::from(expected.ct_eq(received))
+}
+
 /// Lowercase hex, as Perl prints tokens.
 fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -212,6 +240,10 @@ pub fn own_token(
 /// `tls` tells whether the connection runs inside (verified) TLS. Inside TLS, `cleartext` with no
 /// local secret expects an empty token, as Perl does: the certificate check is the authentication.
 ///
+/// This checks the token only. Whether `method` is acceptable at all (our accept list, and
+/// `cleartext` only when explicitly allowed) is the caller's decision, as the
+/// [handshake](crate::proto::handshake) makes it before calling this.
+///
 /// # Errors
 ///
 /// * [`AuthError::TlsRequired`]: a `tls_*` method (including `tls_anon`) without TLS;
@@ -232,7 +264,7 @@ pub fn verify_peer_token(
         return Err(AuthError::NoSecret { method });
     }
     let expected = token_over(method, secret, &lines.peer_first());
-    if bool::from(expected.as_bytes().ct_eq(token)) {
+    if tokens_equal(expected.as_bytes(), token) {
         Ok(AuthVerified { method })
     } else {
         Err(AuthError::Mismatch { method })
@@ -453,6 +485,31 @@ mod tests {
         );
         // Over TLS with the secret, the proper token verifies.
         assert!(verify_peer_token(m, A_HMAC.as_bytes(), SECRET, &side_b(), true).is_ok());
+    }
+
+    #[test]
+    fn token_comparison_is_plain_byte_equality() {
+        assert!(tokens_equal(b"", b""));
+        assert!(tokens_equal(A_HMAC.as_bytes(), A_HMAC.as_bytes()));
+        assert!(!tokens_equal(A_HMAC.as_bytes(), B_HMAC.as_bytes()));
+        // One differing byte anywhere, a prefix, an extension, another case: all unequal.
+        let mut last = A_HMAC.as_bytes().to_vec();
+        *last.last_mut().unwrap() ^= 1;
+        assert!(!tokens_equal(A_HMAC.as_bytes(), &last));
+        let mut first = A_HMAC.as_bytes().to_vec();
+        first[0] ^= 1;
+        assert!(!tokens_equal(A_HMAC.as_bytes(), &first));
+        assert!(!tokens_equal(A_HMAC.as_bytes(), &A_HMAC.as_bytes()[..63]));
+        assert!(!tokens_equal(&A_HMAC.as_bytes()[..63], A_HMAC.as_bytes()));
+        assert!(!tokens_equal(b"67656865696d", b"67656865696D"));
+        assert!(!tokens_equal(b"", b"0"));
+    }
+
+    #[test]
+    fn redacted_secrets_show_their_length_only() {
+        let shown = format!("{:?}", Redacted(SECRET));
+        assert_eq!(shown, format!("\"<redacted {} bytes>\"", SECRET.len()));
+        assert_eq!(format!("{:?}", Redacted(b"")), "\"<none>\"");
     }
 
     #[test]

@@ -58,12 +58,18 @@ impl Dialect {
         }
     }
 
-    /// Auth methods we accept from the peer, in order of preference, as advertised in line 1.
+    /// Auth methods we accept from the peer by default, in order of preference, as advertised
+    /// in line 1.
+    ///
+    /// Perl's default list ends in `cleartext` too; ours does not, because a peer that uses it
+    /// sends the shared secret to anyone on the path. A handshake with `allow_cleartext` set
+    /// appends it (see [`HandshakeConfig`](super::handshake::HandshakeConfig)). Perl nodes
+    /// never send `cleartext` (it is not in their `auth_offer`), so they do not miss it.
     pub fn auth_accept(self) -> &'static [AuthMethod] {
         use AuthMethod::*;
         match self {
-            Dialect::P2 => &[TlsSha3_512, HmacSha3_512, TlsAnon, Cleartext],
-            _ => &[TlsMd6_64_256, HmacMd6_64_256, TlsAnon, Cleartext],
+            Dialect::P2 => &[TlsSha3_512, HmacSha3_512, TlsAnon],
+            _ => &[TlsMd6_64_256, HmacMd6_64_256, TlsAnon],
         }
     }
 

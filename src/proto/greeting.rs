@@ -204,7 +204,9 @@ impl Nonce {
     /// Number of random bytes in a nonce, as Perl sends (88 base64 characters, no padding).
     pub const RANDOM_BYTES: usize = 66;
 
-    /// A fresh nonce from the operating system's CSPRNG.
+    /// A fresh nonce from the operating system's CSPRNG: `rand::rngs::SysRng` (rand 0.10's name
+    /// for `OsRng`) reads `getrandom` for every nonce, with no user-space generator in between.
+    /// Perl 1.x reads `/dev/urandom` as well (2.x uses `rand()`).
     pub fn random() -> Result<Nonce, NonceError> {
         let mut bytes = [0u8; Self::RANDOM_BYTES];
         rand::rngs::SysRng

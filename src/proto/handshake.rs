@@ -17,12 +17,14 @@
 //! Stricter than Perl, on purpose: the peer's auth method must be one we listed in our line 1
 //! ([`HandshakeError::AuthNotAccepted`]) and its framing one we offered
 //! ([`HandshakeError::FramingNotOffered`]); Perl checks neither. We never send `hmac_*` inside
-//! TLS, where Perl would verify it without the secret.
+//! TLS, where Perl would verify it without the secret. `cleartext` (the secret itself on the
+//! wire) is neither advertised, accepted nor sent unless [`HandshakeConfig::allow_cleartext`]
+//! is set ([`HandshakeError::CleartextRefused`]); Perl always accepts it.
 
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::auth::{self, AuthError, AuthMethod, AuthVerified, GreetingLines};
+use super::auth::{self, AuthError, AuthMethod, AuthVerified, GreetingLines, Redacted};
 use super::dialect::{self, Dialect};
 use super::framing::Framing;
 use super::greeting::{Greeting, GreetingError, Nonce, PROTOCOL};
@@ -139,6 +141,17 @@ pub enum HandshakeError {
         /// The method name it sent.
         method: String,
     },
+    /// The peer authenticated with `cleartext` (its copy of the shared secret in hex), which
+    /// this side does not allow ([`HandshakeConfig::allow_cleartext`] is off). The token is
+    /// not checked and not kept.
+    #[error(
+        "{peer} used auth method cleartext (the shared secret in clear text), which this node \
+         does not allow"
+    )]
+    CleartextRefused {
+        /// The peer.
+        peer: PeerName,
+    },
     /// The peer used a known method that we did not list as acceptable.
     #[error("{peer} used auth method {method}, which we do not accept")]
     AuthNotAccepted {
@@ -193,7 +206,8 @@ pub enum OwnGreeting {
     /// Wait for the peer's line 1 and choose the dialect in [`Handshake::accept_peer`].
     Deferred,
     /// Send exactly this line 1 and nonce (replaying captures). Our accept and framing lists are
-    /// read from the line; the dialect is the one the line shows.
+    /// read from the line; the dialect is the one the line shows. A `cleartext` in the line is
+    /// sent as it is, but accepted only with [`HandshakeConfig::allow_cleartext`].
     Injected {
         /// Line 1 without terminator.
         line1: String,
@@ -203,7 +217,9 @@ pub enum OwnGreeting {
 }
 
 /// What a handshake needs to know about us.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows the secret's length, never the secret.
+#[derive(Clone)]
 pub struct HandshakeConfig {
     /// Our node id.
     pub node_id: String,
@@ -211,10 +227,22 @@ pub struct HandshakeConfig {
     pub secret: Vec<u8>,
     /// How our greeting is produced.
     pub greeting: OwnGreeting,
-    /// Auth methods we accept; `None` = the dialect's default.
+    /// Auth methods we accept; `None` = the dialect's default (without `cleartext`). `cleartext`
+    /// is dropped from this list unless [`HandshakeConfig::allow_cleartext`] is set.
     pub auth_accept: Option<Vec<AuthMethod>>,
-    /// Auth methods we may send; `None` = the dialect's default.
+    /// Auth methods we may send; `None` = the dialect's default (never `cleartext`).
+    /// `cleartext` is dropped from this list unless [`HandshakeConfig::allow_cleartext`] is set.
     pub auth_offer: Option<Vec<AuthMethod>>,
+    /// Allow the `cleartext` auth method: advertise it (last, where Perl lists it, when
+    /// `auth_accept` is the default), accept a peer's `cleartext;<hex secret>` auth line, and
+    /// send one if `auth_offer` lists it. Off by default.
+    ///
+    /// **Risk**: a `cleartext` auth line is the shared secret in hex. Outside TLS anyone who
+    /// can see the connection learns the secret, and with it can authenticate as any node of
+    /// the network (and, on Perl nodes, run code). Turn this on only for simple clients that
+    /// cannot compute an HMAC (AEMP-NOTES §1.16), on networks where the secret is not worth
+    /// protecting. Perl nodes never send `cleartext`, so they do not need it.
+    pub allow_cleartext: bool,
     /// Framings we accept and may send, in preference order; `None` = the dialect's default.
     pub framings: Option<Vec<Framing>>,
     /// Whether we have a certificate and offer TLS (`tls=1.0`).
@@ -235,7 +263,36 @@ impl HandshakeConfig {
             framings: None,
             tls: false,
             peer_addr: None,
+            allow_cleartext: false,
         }
+    }
+}
+
+impl fmt::Debug for HandshakeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a new field cannot be forgotten here.
+        let HandshakeConfig {
+            node_id,
+            secret,
+            greeting,
+            auth_accept,
+            auth_offer,
+            framings,
+            tls,
+            peer_addr,
+            allow_cleartext,
+        } = self;
+        f.debug_struct("HandshakeConfig")
+            .field("node_id", node_id)
+            .field("secret", &Redacted(secret))
+            .field("greeting", greeting)
+            .field("auth_accept", auth_accept)
+            .field("auth_offer", auth_offer)
+            .field("allow_cleartext", allow_cleartext)
+            .field("framings", framings)
+            .field("tls", tls)
+            .field("peer_addr", peer_addr)
+            .finish()
     }
 }
 
@@ -335,7 +392,8 @@ struct Own {
 }
 
 /// The handshake state machine of one connection.
-#[derive(Debug)]
+///
+/// Its `Debug` output leaves out the byte buffers (they may hold an auth line) and the secret.
 pub struct Handshake {
     config: HandshakeConfig,
     state: State,
@@ -350,6 +408,21 @@ pub struct Handshake {
     tls: bool,
     tls_leftover: Vec<u8>,
     sent: Option<(AuthMethod, Framing)>,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("dialect", &self.dialect())
+            .field("peer", &self.peer_name())
+            .field("tls", &self.tls)
+            .field("sent", &self.sent)
+            .field("buffered", &self.input.len())
+            .field("unsent", &self.output.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handshake {
@@ -742,6 +815,10 @@ impl Handshake {
                 method: method_name.to_owned(),
             }
         })?;
+        // Before anything else about the line: the token is the secret, and is not looked at.
+        if method == AuthMethod::Cleartext && !self.config.allow_cleartext {
+            return Err(HandshakeError::CleartextRefused { peer });
+        }
         let own = self
             .own
             .as_ref()
@@ -795,11 +872,16 @@ impl Handshake {
     }
 
     fn send_greeting(&mut self, dialect: Dialect) {
-        let accept = self
-            .config
-            .auth_accept
-            .clone()
-            .unwrap_or_else(|| dialect.auth_accept().to_vec());
+        let accept = match &self.config.auth_accept {
+            Some(accept) => self.cleartext_filtered(accept.clone()),
+            None => {
+                let mut accept = dialect.auth_accept().to_vec();
+                if self.config.allow_cleartext {
+                    accept.push(AuthMethod::Cleartext);
+                }
+                accept
+            }
+        };
         let framings = self
             .config
             .framings
@@ -814,12 +896,26 @@ impl Handshake {
                 self.config.peer_addr.as_deref(),
             )
             .to_line();
+        let offer = self.offer(dialect);
+        self.install_own(line1, dialect, accept, offer, framings);
+    }
+
+    /// `methods` without `cleartext`, unless it is allowed.
+    fn cleartext_filtered(&self, mut methods: Vec<AuthMethod>) -> Vec<AuthMethod> {
+        if !self.config.allow_cleartext {
+            methods.retain(|&m| m != AuthMethod::Cleartext);
+        }
+        methods
+    }
+
+    /// The methods we may send: the configured or default offer, `cleartext` only if allowed.
+    fn offer(&self, dialect: Dialect) -> Vec<AuthMethod> {
         let offer = self
             .config
             .auth_offer
             .clone()
             .unwrap_or_else(|| dialect.auth_offer().to_vec());
-        self.install_own(line1, dialect, accept, offer, framings);
+        self.cleartext_filtered(offer)
     }
 
     fn send_injected(&mut self, line1: String) -> Result<(), HandshakeError> {
@@ -828,21 +924,19 @@ impl Handshake {
         let dialect = Dialect::of_greeting(&greeting).ok_or(HandshakeError::Misuse(
             "injected line 1 shows no known dialect",
         ))?;
-        let accept = greeting
-            .auth_accept
-            .iter()
-            .filter_map(|m| AuthMethod::from_name(m))
-            .collect();
+        let accept = self.cleartext_filtered(
+            greeting
+                .auth_accept
+                .iter()
+                .filter_map(|m| AuthMethod::from_name(m))
+                .collect(),
+        );
         let framings = greeting
             .framings
             .iter()
             .filter_map(|f| Framing::from_name(f))
             .collect();
-        let offer = self
-            .config
-            .auth_offer
-            .clone()
-            .unwrap_or_else(|| dialect.auth_offer().to_vec());
+        let offer = self.offer(dialect);
         self.install_own(line1, dialect, accept, offer, framings);
         Ok(())
     }
@@ -868,5 +962,178 @@ impl Handshake {
             offer,
             framings,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"geheim";
+    /// Lowercase hex of [`SECRET`]: the `cleartext` token.
+    const SECRET_HEX: &str = "67656865696d";
+    const PEER_LINE1: &str = "aemp;0;perl;hmac_md6_64_256;json";
+
+    fn config(d: Dialect) -> HandshakeConfig {
+        HandshakeConfig::new("me", SECRET.to_vec(), d)
+    }
+
+    /// Our line 1 as the handshake sends it.
+    fn own_line1(config: HandshakeConfig) -> String {
+        let mut hs = Handshake::new(config).unwrap();
+        let out = String::from_utf8(hs.take_output()).unwrap();
+        out.lines().next().unwrap().to_owned()
+    }
+
+    /// Feeds a P0 peer's greeting and then `auth_line`, accepting at line 1.
+    fn scripted(config: HandshakeConfig, auth_line: &str) -> Result<Handshake, HandshakeError> {
+        let mut hs = Handshake::with_nonce(config, Nonce::from_line("bm9uY2U").unwrap())?;
+        hs.feed(format!("{PEER_LINE1}\nYWJj\n").as_bytes())?;
+        while let Some(ev) = hs.poll_event() {
+            if let Event::PeerGreeting(_) = ev {
+                hs.accept_peer(None)?;
+            }
+        }
+        hs.feed(format!("{auth_line}\n").as_bytes())?;
+        Ok(hs)
+    }
+
+    fn established(mut hs: Handshake) -> Box<Established> {
+        loop {
+            match hs.poll_event() {
+                Some(Event::Established(e)) => return e,
+                Some(_) => {}
+                None => panic!("not established"),
+            }
+        }
+    }
+
+    #[test]
+    fn cleartext_is_not_advertised_by_default() {
+        for d in Dialect::ALL {
+            let line = own_line1(config(d));
+            let g = Greeting::parse(line.as_bytes()).unwrap();
+            let expected: Vec<&str> = d.auth_accept().iter().map(|m| m.name()).collect();
+            assert_eq!(g.auth_accept, expected, "{d}");
+            assert!(!line.contains("cleartext"), "{d}: {line}");
+        }
+    }
+
+    #[test]
+    fn an_incoming_cleartext_line_is_refused_by_default() {
+        let refused = HandshakeError::CleartextRefused {
+            peer: PeerName(Some("perl".into())),
+        };
+        // The right secret, a wrong one, a framing we do not speak: refused before any of it.
+        for line in [
+            format!("cleartext;{SECRET_HEX};json"),
+            "cleartext;00;json".to_owned(),
+            format!("cleartext;{SECRET_HEX};cbor"),
+        ] {
+            assert_eq!(scripted(config(Dialect::P0), &line).unwrap_err(), refused);
+        }
+        // Listing it ourselves does not allow it either.
+        let mut cfg = config(Dialect::P0);
+        cfg.auth_accept = Some(vec![AuthMethod::HmacMd6_64_256, AuthMethod::Cleartext]);
+        assert!(!own_line1(cfg.clone()).contains("cleartext"));
+        let line = format!("cleartext;{SECRET_HEX};json");
+        assert_eq!(scripted(cfg, &line).unwrap_err(), refused);
+        // Nor does a replayed line 1 that lists it.
+        let mut cfg = config(Dialect::P0);
+        cfg.greeting = OwnGreeting::Injected {
+            line1: "aemp;0;me;hmac_md6_64_256,cleartext;json".into(),
+            nonce: Nonce::from_line("bm9uY2U").unwrap(),
+        };
+        assert_eq!(scripted(cfg, &line).unwrap_err(), refused);
+    }
+
+    #[test]
+    fn the_refusal_does_not_repeat_the_secret() {
+        let err = scripted(config(Dialect::P0), &format!("cleartext;{SECRET_HEX};json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cleartext"), "{err}");
+        assert!(!err.contains(SECRET_HEX), "{err}");
+        assert!(!err.contains("geheim"), "{err}");
+    }
+
+    #[test]
+    fn with_allow_cleartext_it_is_advertised_and_accepted() {
+        for d in Dialect::ALL {
+            let mut cfg = config(d);
+            cfg.allow_cleartext = true;
+            let line = own_line1(cfg);
+            let g = Greeting::parse(line.as_bytes()).unwrap();
+            assert_eq!(g.auth_accept.last().map(String::as_str), Some("cleartext"));
+        }
+        let mut cfg = config(Dialect::P0);
+        cfg.allow_cleartext = true;
+        let e =
+            established(scripted(cfg.clone(), &format!("cleartext;{SECRET_HEX};json")).unwrap());
+        assert_eq!(e.peer_auth(), AuthMethod::Cleartext);
+        // Our own side still sends hmac, not the secret.
+        assert_eq!(e.sent_auth, AuthMethod::HmacMd6_64_256);
+        // A wrong secret is still a mismatch.
+        assert_eq!(
+            scripted(cfg, "cleartext;00;json").unwrap_err(),
+            HandshakeError::AuthFailed {
+                peer: PeerName(Some("perl".into())),
+                method: AuthMethod::Cleartext
+            }
+        );
+    }
+
+    #[test]
+    fn cleartext_is_never_sent_unless_allowed() {
+        // A peer that accepts only cleartext, and an offer that lists it.
+        let peer = "aemp;0;simple;cleartext;json\nYWJj\n";
+        let mut cfg = config(Dialect::P0);
+        cfg.auth_offer = Some(vec![AuthMethod::Cleartext, AuthMethod::HmacMd6_64_256]);
+        let mut hs =
+            Handshake::with_nonce(cfg.clone(), Nonce::from_line("bm9uY2U").unwrap()).unwrap();
+        hs.feed(peer.as_bytes()).unwrap();
+        let _ = hs.poll_event();
+        let _ = hs.take_output();
+        let err = hs.accept_peer(None).unwrap_err();
+        assert!(matches!(err, HandshakeError::NoCommonAuth { .. }), "{err}");
+        assert!(
+            !hs.take_output()
+                .windows(12)
+                .any(|w| w == SECRET_HEX.as_bytes())
+        );
+
+        cfg.allow_cleartext = true;
+        let mut hs = Handshake::with_nonce(cfg, Nonce::from_line("bm9uY2U").unwrap()).unwrap();
+        hs.feed(peer.as_bytes()).unwrap();
+        let _ = hs.poll_event();
+        let _ = hs.take_output();
+        hs.accept_peer(None).unwrap();
+        let out = String::from_utf8(hs.take_output()).unwrap();
+        assert_eq!(out, format!("cleartext;{SECRET_HEX};json\n"));
+    }
+
+    #[test]
+    fn debug_output_does_not_show_the_secret() {
+        let secret = b"sup3r-s3cret-value";
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let bytes = format!("{:?}", secret.to_vec());
+        let mut cfg = HandshakeConfig::new("me", secret.to_vec(), Dialect::P0);
+        cfg.allow_cleartext = true;
+        let shown = format!("{cfg:?} {cfg:#?}");
+        assert!(shown.contains("<redacted 18 bytes>"), "{shown}");
+        // A handshake holding a peer's cleartext line, half read.
+        let mut hs = Handshake::with_nonce(cfg, Nonce::from_line("bm9uY2U").unwrap()).unwrap();
+        hs.feed(format!("{PEER_LINE1}\nYWJj\n").as_bytes()).unwrap();
+        let _ = hs.poll_event();
+        hs.accept_peer(None).unwrap();
+        hs.feed(format!("cleartext;{hex}").as_bytes()).unwrap();
+        let shown = format!("{shown} {hs:?} {hs:#?}");
+        for needle in [
+            "sup3r-s3cret-value",
+            hex.as_str(),
+            &bytes[1..bytes.len() - 1],
+        ] {
+            assert!(!shown.contains(needle), "{needle:?} in {shown}");
+        }
     }
 }
