@@ -60,6 +60,7 @@ impl fmt::Debug for TransportConfig {
             require_tls,
             handshake_timeout,
             send_queue_bytes,
+            write_timeout,
             max_packet,
             p1_keepalive,
         } = self;
@@ -72,6 +73,7 @@ impl fmt::Debug for TransportConfig {
             .field("require_tls", require_tls)
             .field("handshake_timeout", handshake_timeout)
             .field("send_queue_bytes", send_queue_bytes)
+            .field("write_timeout", write_timeout)
             .field("max_packet", max_packet)
             .field("p1_keepalive", p1_keepalive)
             .finish()

@@ -111,6 +111,7 @@ impl fmt::Debug for NodeConfig {
             connect_timeout,
             keepalive,
             send_queue_bytes,
+            write_timeout,
             max_packet,
             workers,
             tls,
@@ -127,6 +128,7 @@ impl fmt::Debug for NodeConfig {
             .field("connect_timeout", connect_timeout)
             .field("keepalive", keepalive)
             .field("send_queue_bytes", send_queue_bytes)
+            .field("write_timeout", write_timeout)
             .field("max_packet", max_packet)
             .field("workers", workers)
             .field("tls", tls)
