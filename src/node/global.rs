@@ -568,30 +568,35 @@ impl Global {
     }
 }
 
-/// Carries out effects, with no lock held.
+/// Carries out effects, with no lock held (the node port serves the messages among them to our
+/// own node port, see `kernel::dispatch`).
 pub(crate) fn apply(shared: &Arc<Shared>, effects: Vec<Effect>) {
-    for e in effects {
-        match e {
-            Effect::Send(to, msg) => kernel::relay(shared, &to, msg),
-            Effect::Addresses(node, addrs) => {
-                if node != *shared.id {
-                    shared.registry.do_send(registry::Addresses { node, addrs });
-                }
+    kernel::dispatch(shared, &shared.id, effects);
+}
+
+/// Carries out one effect; `kernel::dispatch` sends the messages itself and calls this for the
+/// others.
+pub(crate) fn apply_one(shared: &Arc<Shared>, effect: Effect) {
+    match effect {
+        send @ Effect::Send(..) => apply(shared, vec![send]),
+        Effect::Addresses(node, addrs) => {
+            if node != *shared.id {
+                shared.registry.do_send(registry::Addresses { node, addrs });
             }
-            Effect::Connect(node) => {
-                let idle = shared.links.dialect(&node).is_none() && !shared.links.is_pending(&node);
-                if node != *shared.id && idle {
-                    shared.registry.do_send(registry::Connect { node });
-                }
+        }
+        Effect::Connect(node) => {
+            let idle = shared.links.dialect(&node).is_none() && !shared.links.is_pending(&node);
+            if node != *shared.id && idle {
+                shared.registry.do_send(registry::Connect { node });
             }
         }
     }
 }
 
-/// A `g_*` request from `from` to our node port.
-pub(crate) fn request(shared: &Arc<Shared>, from: &str, request: GlobalRequest) {
-    let effects = shared.global().request(from, request);
-    apply(shared, effects);
+/// A `g_*` request from `from` to our node port: what answering it leads to, for the node port
+/// to carry out.
+pub(crate) fn request(shared: &Arc<Shared>, from: &str, request: GlobalRequest) -> Vec<Effect> {
+    shared.global().request(from, request)
 }
 
 /// A link came up. Toward 1.x Perl peers we do what a 1.x node does: spawn our helper there,

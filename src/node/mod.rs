@@ -26,6 +26,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use config::{DialectMode, NodeConfig};
+pub use kernel::MAX_NODE_PORT_HOPS;
 pub use links::transport_error;
 use links::{Links, Outgoing};
 pub use message::{Message, split_port_id};
