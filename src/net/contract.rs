@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix::Recipient;
 
+use super::handshake_gate::HandshakeGate;
 use super::log_throttle::{self, LogThrottle};
 use super::send_queue::SendQueue;
 use super::tls::TlsSettings;
@@ -37,6 +38,9 @@ pub(crate) struct TransportConfig {
     pub require_tls: bool,
     /// How long a handshake (with the TCP connect of a dial) may take.
     pub handshake_timeout: Duration,
+    /// Handshakes of accepted connections under way at once; at the bound the oldest is
+    /// dropped.
+    pub max_handshakes: usize,
     /// Bytes that may wait in a link's send queue.
     pub send_queue_bytes: usize,
     /// A write (or flush) that makes no progress for this long fails the link.
@@ -59,6 +63,7 @@ impl fmt::Debug for TransportConfig {
             tls,
             require_tls,
             handshake_timeout,
+            max_handshakes,
             send_queue_bytes,
             write_timeout,
             max_packet,
@@ -72,6 +77,7 @@ impl fmt::Debug for TransportConfig {
             .field("tls", tls)
             .field("require_tls", require_tls)
             .field("handshake_timeout", handshake_timeout)
+            .field("max_handshakes", max_handshakes)
             .field("send_queue_bytes", send_queue_bytes)
             .field("write_timeout", write_timeout)
             .field("max_packet", max_packet)
@@ -86,6 +92,8 @@ pub(crate) struct TransportHooks {
     pub config: TransportConfig,
     /// Failed handshakes are logged in full a few at a time, the rest summarised.
     pub failures: Arc<LogThrottle>,
+    /// Bounds the handshakes of accepted connections under way at once.
+    pub gate: Arc<HandshakeGate>,
     /// Asked when a peer's greeting line 1 arrives.
     pub line1: Recipient<Line1>,
     /// Asked when the handshake is done.
@@ -103,6 +111,7 @@ impl TransportHooks {
         down: Recipient<Down>,
     ) -> TransportHooks {
         TransportHooks {
+            gate: HandshakeGate::new(config.max_handshakes),
             config,
             failures: LogThrottle::new(log_throttle::DETAILED_PER_INTERVAL, log_throttle::INTERVAL),
             line1,

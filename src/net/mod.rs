@@ -2,8 +2,9 @@
 
 pub(crate) mod contract;
 mod handshake;
+mod handshake_gate;
 pub(crate) mod listener;
-mod log_throttle;
+pub(crate) mod log_throttle;
 pub(crate) mod send_queue;
 pub mod tls;
 pub(crate) mod transport;

@@ -108,6 +108,7 @@ fn hooks(
         tls: None,
         require_tls: false,
         handshake_timeout: Duration::from_secs(5),
+        max_handshakes: 16,
         send_queue_bytes: 1 << 20,
         write_timeout: Duration::from_secs(5),
         max_packet: 1 << 20,

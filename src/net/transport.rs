@@ -86,6 +86,17 @@ pub enum TransportError {
         /// What was wrong.
         source: FramingError,
     },
+    /// Too many handshakes of accepted connections were under way: this one, the oldest, was
+    /// dropped to make room.
+    #[error(
+        "handshake with {addr} dropped: {limit} handshakes were under way, the oldest goes first"
+    )]
+    Evicted {
+        /// The peer's address.
+        addr: String,
+        /// The bound on handshakes under way.
+        limit: usize,
+    },
     /// The registry did not let the link come up (it lost a tie-break).
     #[error("link with {addr} superseded by another connection")]
     Superseded {
@@ -138,7 +149,21 @@ pub(crate) fn accept(
     worker.spawn(async move {
         match TcpStream::from_std(stream) {
             Ok(stream) => Transport::run(hooks, stream, addr, None, conn),
-            Err(e) => tracing::warn!(%addr, "cannot adopt accepted socket: {e}"),
+            Err(source) => {
+                tracing::warn!(%addr, "cannot adopt accepted socket: {source}");
+                let error = TransportError::Io {
+                    addr: addr.clone(),
+                    source,
+                };
+                hooks.down.do_send(Down {
+                    conn,
+                    addr,
+                    node: None,
+                    was_up: false,
+                    end: LinkEnd::Failed(Arc::new(error)),
+                    mismatch: None,
+                });
+            }
         }
     });
 }
@@ -322,6 +347,8 @@ impl Actor for Transport {
         let hooks = self.hooks.clone();
         let (conn, addr, dial) = (self.conn, self.addr.clone(), self.dial);
         let limit = hooks.config.handshake_timeout;
+        // Accepted connections wait at the gate; our own dials do not.
+        let ticket = dial.is_none().then(|| hooks.gate.enter());
         let fut = async move {
             let mut seen = Seen::default();
             let handshaking = Handshaking {
@@ -331,11 +358,23 @@ impl Actor for Transport {
                 dial,
                 seen: &mut seen,
             };
-            let res = match tokio::time::timeout(limit, handshaking.run(stream)).await {
-                Ok(r) => r,
-                Err(_) => Err(TransportError::HandshakeTimeout {
+            let evicted = async {
+                match ticket {
+                    Some(mut t) => t.evicted().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let res = tokio::select! {
+                r = tokio::time::timeout(limit, handshaking.run(stream)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(TransportError::HandshakeTimeout {
+                        addr: addr.clone(),
+                        after: limit,
+                    }),
+                },
+                () = evicted => Err(TransportError::Evicted {
                     addr: addr.clone(),
-                    after: limit,
+                    limit: hooks.gate.limit(),
                 }),
             };
             (res, seen)

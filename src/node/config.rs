@@ -50,6 +50,14 @@ pub struct NodeConfig {
     pub dialect: DialectMode,
     /// How long a handshake may take.
     pub handshake_timeout: Duration,
+    /// Handshakes of accepted connections under way at once (default 512). At the bound the
+    /// oldest is dropped to make room, so connections that never finish cost a bounded number
+    /// of sockets while a real peer, which finishes in moments, still links up.
+    pub max_handshakes: usize,
+    /// Connections (accepted and dialled, up or in handshake) at once (default 4096); an
+    /// accepted connection beyond it is closed at once. Keep it below the process's limit on
+    /// open files.
+    pub max_connections: usize,
     /// How long messages to an unreachable node are kept before its monitors fire.
     pub connect_timeout: Duration,
     /// P1 links of a node without listeners send `[]` after this much write silence.
@@ -85,6 +93,8 @@ impl Default for NodeConfig {
                 default: Dialect::P0,
             },
             handshake_timeout: Duration::from_secs(30),
+            max_handshakes: 512,
+            max_connections: 4096,
             connect_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             send_queue_bytes: 16 << 20,
@@ -108,6 +118,8 @@ impl fmt::Debug for NodeConfig {
             seeds,
             dialect,
             handshake_timeout,
+            max_handshakes,
+            max_connections,
             connect_timeout,
             keepalive,
             send_queue_bytes,
@@ -125,6 +137,8 @@ impl fmt::Debug for NodeConfig {
             .field("seeds", seeds)
             .field("dialect", dialect)
             .field("handshake_timeout", handshake_timeout)
+            .field("max_handshakes", max_handshakes)
+            .field("max_connections", max_connections)
             .field("connect_timeout", connect_timeout)
             .field("keepalive", keepalive)
             .field("send_queue_bytes", send_queue_bytes)

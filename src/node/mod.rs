@@ -37,6 +37,7 @@ pub use ports::{MonitorGuard, Port};
 pub use rcv::{PortContext, Rcv};
 
 use crate::net::contract::{TransportConfig, TransportHooks};
+use crate::net::log_throttle::{self, LogThrottle, Verdict};
 use crate::net::{LinkEnd, TransportError};
 use crate::proto::dialect::Dialect;
 use crate::proto::framing::{self, FramingError};
@@ -185,6 +186,10 @@ pub(crate) struct Runtime {
     /// TCP connections dialled and accepted.
     dialled: AtomicU64,
     accepted: AtomicU64,
+    /// Connections open now (counted in, counted out at their transport's end).
+    open: AtomicUsize,
+    /// Accepted connections closed at once for `max_connections`, logged a few at a time.
+    refused: Arc<LogThrottle>,
     /// The addresses we listen on.
     pub listeners: RwLock<Vec<SocketAddr>>,
     /// Set by [`Node::shutdown`]; listeners stop accepting.
@@ -207,6 +212,19 @@ impl Runtime {
             &self.accepted
         };
         c.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A counted transport ended.
+    pub fn connection_closed(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     pub fn connection_stats(&self) -> ConnectionStats {
@@ -263,6 +281,7 @@ fn transport_config(id: &Arc<str>, config: &NodeConfig) -> TransportConfig {
         tls: config.tls.clone(),
         require_tls: config.require_tls,
         handshake_timeout: config.handshake_timeout,
+        max_handshakes: config.max_handshakes,
         send_queue_bytes: config.send_queue_bytes,
         write_timeout: config.write_timeout,
         max_packet: config.max_packet,
@@ -305,6 +324,11 @@ impl Shared {
                 next_id: AtomicU64::new(0),
                 dialled: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
+                open: AtomicUsize::new(0),
+                refused: LogThrottle::new(
+                    log_throttle::DETAILED_PER_INTERVAL,
+                    log_throttle::INTERVAL,
+                ),
                 listeners: RwLock::default(),
                 stopped: tokio::sync::watch::channel(false).0,
                 transports,
@@ -319,7 +343,24 @@ impl Shared {
     /// Listens on `addr`: each accepted connection becomes a transport on a worker.
     async fn listen(self: &Arc<Self>, addr: &str) -> Result<SocketAddr, NodeError> {
         let shared = self.clone();
-        let on_accept = move |stream, peer: SocketAddr| {
+        let on_accept = move |stream: std::net::TcpStream, peer: SocketAddr| {
+            let rt = &shared.runtime;
+            if rt.open_connections() >= shared.config.max_connections {
+                // Dropping the socket closes it.
+                drop(stream);
+                let limit = shared.config.max_connections;
+                match rt.refused.failure(std::time::Instant::now()) {
+                    Verdict::Log => {
+                        tracing::warn!(node = %shared.id, %peer, limit, "connection refused: at max_connections")
+                    }
+                    Verdict::LogAfterSummary(n) => tracing::warn!(
+                        node = %shared.id, %peer, limit,
+                        "connection refused: at max_connections ({n} more in the last interval)"
+                    ),
+                    Verdict::Suppress { .. } => {}
+                }
+                return;
+            }
             shared.runtime.count_connection(false);
             crate::net::transport::accept(
                 shared.runtime.transports.clone(),

@@ -274,6 +274,7 @@ impl Handler<Up> for NodeRegistry {
 impl Handler<Down> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Down, _: &mut Context<Self>) {
+        self.shared.runtime.connection_closed();
         if let (false, LinkEnd::Failed(error)) = (msg.was_up, &msg.end) {
             let _ = self.shared.events.link_errors.send(LinkError {
                 addr: msg.addr.clone(),
