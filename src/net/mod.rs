@@ -3,6 +3,7 @@
 pub(crate) mod contract;
 mod handshake;
 pub(crate) mod listener;
+mod liveness;
 mod log_throttle;
 pub(crate) mod send_queue;
 pub mod tls;
