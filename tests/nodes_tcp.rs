@@ -564,3 +564,167 @@ async fn a_write_that_makes_no_progress_fails_the_link() {
         .unwrap();
     assert!(!down.up, "{down:?}");
 }
+
+/// An address on which nothing listens (yet).
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[actix_rt::test]
+async fn a_node_that_listens_only_after_the_first_dial_failed_is_dialled_again() {
+    let a = Node::start(NodeConfig {
+        connect_interval: Duration::from_millis(100),
+        connect_timeout: Duration::from_secs(20),
+        ..NodeConfig::with_secret("k")
+    })
+    .await
+    .unwrap();
+    let addr = free_addr();
+    a.add_node_addresses("late", vec![addr.clone()]);
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon("late#inbox", move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    let mut errors = a.link_errors();
+    for i in 0..3 {
+        a.snd("late#inbox", &(i,)).unwrap();
+    }
+    // The first dial fails: nobody listens yet.
+    let err = recv_broadcast(&mut errors).await;
+    assert!(err.error.to_string().contains("cannot connect"), "{err:?}");
+    let b = Node::start(NodeConfig {
+        node_id: "late".into(),
+        binds: vec![addr],
+        ..NodeConfig::with_secret("k")
+    })
+    .await
+    .unwrap();
+    let (rb, mut rxb) = collector();
+    let _inbox = b.port_named("inbox", rb).unwrap();
+    for i in 0..3 {
+        let (n,): (i32,) = recv(&mut rxb).await.decode().unwrap();
+        assert_eq!(n, i);
+    }
+    assert!(fired.try_recv().is_err(), "nothing was lost");
+    a.shutdown();
+    b.shutdown();
+}
+
+async fn recv_broadcast<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("timed out")
+        .expect("channel closed")
+}
+
+#[actix_rt::test]
+async fn the_connect_timeout_of_an_earlier_attempt_does_not_cut_a_later_one_short() {
+    let connect_timeout = Duration::from_secs(3);
+    let a = Node::start(NodeConfig {
+        connect_interval: Duration::from_millis(50),
+        connect_timeout,
+        ..NodeConfig::with_secret("k")
+    })
+    .await
+    .unwrap();
+    let addr = free_addr();
+    a.add_node_addresses("flaky", vec![addr.clone()]);
+    let mut events = a.node_events();
+    // Attempt 1: messages wait for a node that is not there yet; it comes, and goes.
+    let first = std::time::Instant::now();
+    a.snd("flaky#p", &("one",)).unwrap();
+    let b = Node::start(NodeConfig {
+        node_id: "flaky".into(),
+        binds: vec![addr],
+        ..NodeConfig::with_secret("k")
+    })
+    .await
+    .unwrap();
+    assert!(recv_broadcast(&mut events).await.up);
+    b.shutdown();
+    assert!(!recv_broadcast(&mut events).await.up);
+    tokio::time::sleep(connect_timeout / 2).await;
+    // Attempt 2: the node is gone for good. Its messages are kept for a whole connect
+    // timeout, not dropped when attempt 1's timer expires.
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon("flaky#p", move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    let second = std::time::Instant::now();
+    a.snd("flaky#p", &("two",)).unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(30), fired.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason[2], Value::from("unable to connect"), "{reason:?}");
+    if second - first < connect_timeout {
+        assert!(
+            second.elapsed() >= connect_timeout - Duration::from_millis(50),
+            "dropped {:?} after they were queued",
+            second.elapsed()
+        );
+    } else {
+        println!("attempt 1 took longer than its timeout on this machine: nothing to check");
+    }
+    a.shutdown();
+}
+
+#[actix_rt::test]
+async fn a_node_that_links_again_later_replaces_its_old_link() {
+    let cfg = |id: &str| NodeConfig {
+        node_id: id.into(),
+        secret: b"k".to_vec(),
+        workers: 1,
+        ..NodeConfig::default()
+    };
+    let a = Node::start(cfg("holder")).await.unwrap();
+    let old = Node::start(cfg("again")).await.unwrap();
+    let a_addr = a.listeners()[0].to_string();
+    let mut events = a.node_events();
+    old.connect(a_addr.clone());
+    assert!(recv_broadcast(&mut events).await.up);
+    let (r_old, mut rx_old) = collector();
+    let _p_old = old.port_named("inbox", r_old).unwrap();
+    let (tx, mut fired) = mpsc::unbounded_channel();
+    a.mon("again#inbox", move |r| {
+        let _ = tx.send(r);
+    })
+    .detach();
+    a.snd("again#inbox", &(1,)).unwrap();
+    recv(&mut rx_old).await;
+    // A second connection of the same node while the link is young is a crossing dial:
+    // refused (by either end), the link stays.
+    let mut old_errors = old.link_errors();
+    old.connect(a_addr.clone());
+    recv_broadcast(&mut old_errors).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(events.try_recv().is_err(), "no down, no up");
+    // Later, a node with the same id (the old one restarted, as far as `a` can tell) links
+    // to `a` while `a` still holds the old link: the new link replaces it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let new = Node::start(cfg("again")).await.unwrap();
+    let (r_new, mut rx_new) = collector();
+    let _p_new = new.port_named("inbox", r_new).unwrap();
+    new.connect(a_addr);
+    let switched = vec![
+        Value::from("transport_error"),
+        Value::from("again"),
+        Value::from("switched connections"),
+    ];
+    assert_eq!(recv(&mut fired).await, switched);
+    let down = recv_broadcast(&mut events).await;
+    assert!(!down.up && down.reason == switched, "{down:?}");
+    let up = recv_broadcast(&mut events).await;
+    assert!(up.up && up.node == "again", "{up:?}");
+    a.snd("again#inbox", &(2,)).unwrap();
+    let (n,): (i32,) = recv(&mut rx_new).await.decode().unwrap();
+    assert_eq!(n, 2);
+    assert!(rx_old.try_recv().is_err());
+    assert_eq!(a.up_nodes(), vec!["again".to_owned()]);
+    a.shutdown();
+    old.shutdown();
+    new.shutdown();
+}

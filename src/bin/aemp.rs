@@ -35,6 +35,10 @@ struct Common {
     /// Seconds to wait for the seed and for answers.
     #[arg(long, global = true, default_value_t = 5.0)]
     timeout: f64,
+    /// Seconds a peer may stay unheard before its link fails (TCP keepalive probes and
+    /// TCP_USER_TIMEOUT; whole seconds, at least 2); 0 keeps the OS defaults.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    liveness: f64,
     /// PEM with this node's private key and certificate (+ CA certificates): offer TLS.
     #[arg(long, env = "AEMP_CERT", global = true)]
     cert: Option<std::path::PathBuf>,
@@ -54,6 +58,16 @@ enum Command {
         /// Addresses to listen on.
         #[arg(long, default_value = "127.0.0.1:4040")]
         bind: Vec<String>,
+        /// Also a port with this name that prints every message it receives as
+        /// `RCV NAME <json>`, each line written at once (what was printed survives a kill);
+        /// repeatable.
+        #[arg(long)]
+        sink: Vec<String>,
+        /// Read commands from standard input, one a line: `snd PORT ARG…` sends (waiting for
+        /// room in the link's queue; arguments as for `aemp snd`), `mon PORT` monitors PORT and
+        /// prints `MON PORT <reason>` when it dies.
+        #[arg(long)]
+        stdin: bool,
     },
     /// Send a message to a port; succeeds once the target node relayed a receipt back.
     Snd {
@@ -202,13 +216,13 @@ async fn run(cli: Cli) -> Result<(), String> {
     let c = cli.common;
     let timeout = Duration::from_secs_f64(c.timeout.max(0.1));
     let binds = match &cli.command {
-        Command::Run { bind } => bind.clone(),
+        Command::Run { bind, .. } => bind.clone(),
         _ => Vec::new(),
     };
     let config = node_config(&c, binds, timeout)?;
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    if let Command::Run { .. } = cli.command {
-        return serve(&node, &c.seed).await;
+    if let Command::Run { sink, stdin, .. } = &cli.command {
+        return serve(&node, &c.seed, sink, *stdin).await;
     }
     let seed_node = connect_seed(&node, &c.seed, timeout).await?;
     match cli.command {
@@ -236,6 +250,10 @@ fn node_config(c: &Common, binds: Vec<String>, timeout: Duration) -> Result<Node
         dialect: dialect_mode(&c.dialect)?,
         handshake_timeout: timeout,
         connect_timeout: timeout,
+        liveness_timeout: (c.liveness > 0.0)
+            .then(|| Duration::try_from_secs_f64(c.liveness))
+            .transpose()
+            .map_err(|e| format!("--liveness {}: {e}", c.liveness))?,
         tls: match &c.cert {
             Some(path) => Some(std::sync::Arc::new(
                 aemp::net::tls::TlsSettings::from_pem_file(path).map_err(|e| e.to_string())?,
@@ -247,13 +265,21 @@ fn node_config(c: &Common, binds: Vec<String>, timeout: Duration) -> Result<Node
     })
 }
 
-/// `aemp run`: announces the node and its echo port, dials the seeds and prints node up/down
-/// events until interrupted.
-async fn serve(node: &Node, seeds: &[String]) -> Result<(), String> {
+/// `aemp run`: announces the node and its echo port (and sinks), dials the seeds and prints
+/// node up/down events until interrupted; with `stdin`, runs the commands read there.
+async fn serve(node: &Node, seeds: &[String], sinks: &[String], stdin: bool) -> Result<(), String> {
+    // The sinks are made before this task first yields, so before the listeners can have
+    // accepted anything: no early message finds them missing.
+    for name in sinks {
+        start_sink(node, name)?;
+    }
     let listen: Vec<String> = node.listeners().iter().map(|a| a.to_string()).collect();
     println!("NODE {} LISTEN {}", node.id(), listen.join(","));
     let echo = start_echo_port(node);
     println!("ECHO {echo}");
+    if stdin {
+        actix::spawn(run_commands(node.clone()));
+    }
     let mut events = node.node_events();
     for seed in seeds {
         node.connect(seed.clone());
@@ -284,6 +310,54 @@ fn start_echo_port(node: &Node) -> String {
             cx.node.snd(&reply, rest).map_err(|e| e.to_string())
         })
         .start()
+}
+
+/// A port named `name` that prints each message as `RCV <name> <json>`, one write per line.
+fn start_sink(node: &Node, name: &str) -> Result<(), String> {
+    let label = name.to_owned();
+    node.rcv()
+        .default(move |_, msg| {
+            let args = msg.args().map_err(|e| e.to_string())?;
+            say(format_args!("RCV {label} {}", Value::Array(args)));
+            Ok(())
+        })
+        .start_named(name)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// `aemp run --stdin`: runs the commands read from standard input until it ends.
+async fn run_commands(node: Node) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Err(e) = command(&node, &line).await {
+            say(format_args!("ERR {e}"));
+        }
+    }
+}
+
+/// One `--stdin` command: `snd PORT ARG…` or `mon PORT`.
+async fn command(node: &Node, line: &str) -> Result<(), String> {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (None, _) => Ok(()),
+        (Some("snd"), Some(port)) => {
+            let msg: Vec<Value> = words.map(parse_arg).collect();
+            node.send(port, &msg).await.map_err(|e| e.to_string())
+        }
+        (Some("mon"), Some(port)) => {
+            let id = port.to_owned();
+            node.mon(port, move |reason| {
+                say(format_args!("MON {id} {}", Value::Array(reason)));
+            })
+            .detach();
+            Ok(())
+        }
+        _ => Err(format!(
+            "unknown command {line:?} (snd PORT ARG…, mon PORT)"
+        )),
+    }
 }
 
 /// `aemp snd`: sends the message, then asks the target's node port for a receipt (a `snd`

@@ -50,6 +50,9 @@ pub(crate) struct TransportConfig {
     /// P1 links send `[]` after this much write silence (a node without listeners keeps its
     /// links probed, as Perl's `monitor_timeout`); `None`: they do not.
     pub p1_keepalive: Option<Duration>,
+    /// The kernel fails a connection whose peer is not heard from for about this long (TCP
+    /// keepalive probes and, on Linux, `TCP_USER_TIMEOUT`); `None`: the OS defaults.
+    pub liveness_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for TransportConfig {
@@ -68,6 +71,7 @@ impl fmt::Debug for TransportConfig {
             write_timeout,
             max_packet,
             p1_keepalive,
+            liveness_timeout,
         } = self;
         f.debug_struct("TransportConfig")
             .field("node_id", node_id)
@@ -82,6 +86,7 @@ impl fmt::Debug for TransportConfig {
             .field("write_timeout", write_timeout)
             .field("max_packet", max_packet)
             .field("p1_keepalive", p1_keepalive)
+            .field("liveness_timeout", liveness_timeout)
             .finish()
     }
 }

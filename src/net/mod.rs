@@ -4,6 +4,7 @@ pub(crate) mod contract;
 mod handshake;
 mod handshake_gate;
 pub(crate) mod listener;
+mod liveness;
 pub(crate) mod log_throttle;
 pub(crate) mod send_queue;
 pub mod tls;

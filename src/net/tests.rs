@@ -113,6 +113,7 @@ fn hooks(
         write_timeout: Duration::from_secs(5),
         max_packet: 1 << 20,
         p1_keepalive: None,
+        liveness_timeout: Some(Duration::from_secs(30)),
     };
     let hooks = TransportHooks::new(
         config,

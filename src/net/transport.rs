@@ -216,9 +216,13 @@ impl Transport {
         dial: Option<Dialect>,
         conn: u64,
     ) {
-        // Nagle off: we coalesce writes ourselves. Keepalive on: P1/P2 rely on it for liveness.
+        // Nagle off: we coalesce writes ourselves. Keepalive on, with the node's liveness
+        // bound: P1/P2 have no read timeout and rely on it to notice a dead peer.
         let _ = stream.set_nodelay(true);
-        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        let liveness = hooks.config.liveness_timeout;
+        if let Err(e) = super::liveness::apply(socket2::SockRef::from(&stream), liveness) {
+            tracing::warn!(node = %hooks.config.node_id, %addr, "cannot set the liveness bound {liveness:?}: {e}");
+        }
         Transport::create(move |_| Transport {
             hooks,
             conn,

@@ -60,6 +60,25 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// How long messages to an unreachable node are kept before its monitors fire.
     pub connect_timeout: Duration,
+    /// While messages wait for a node that is not up, its addresses are dialled again this
+    /// often (Perl's `connect_interval`), until one answers or `connect_timeout` expires: a
+    /// peer that is restarting is reached as soon as it listens again.
+    pub connect_interval: Duration,
+    /// The liveness bound of a link: a peer that cannot be heard from for about this long
+    /// (its host died, the path was cut without a FIN or RST) has its link failed — monitors
+    /// fire with `("transport_error", node, "…Connection timed out…")`, node-down is emitted.
+    /// Perl's `monitor_timeout` plays this part; 30 s by default.
+    ///
+    /// The kernel enforces it, so it costs nothing on a busy link and works with every peer
+    /// (Perl's too, which answer the probes in their kernel): TCP keepalive probes after a third
+    /// of the bound without anything received, every sixth of it after that, the last one due
+    /// at the bound; and on Linux `TCP_USER_TIMEOUT` = the bound, so that sent data that stays
+    /// unacknowledged that long fails the link too. Whole seconds, at least 2 s. Without
+    /// `TCP_USER_TIMEOUT` (not Linux) a link with data in flight is failed by the OS's
+    /// retransmission limit instead (about 15 minutes), or by `write_timeout` once the socket
+    /// buffers are full. `None` leaves the OS's keepalive settings (on Linux: the first probe
+    /// after 2 hours idle).
+    pub liveness_timeout: Option<Duration>,
     /// P1 links of a node without listeners send `[]` after this much write silence.
     pub keepalive: Duration,
     /// Bytes that may wait in one link's send queue (or, about, for a node not up yet); `snd`
@@ -96,6 +115,8 @@ impl Default for NodeConfig {
             max_handshakes: 512,
             max_connections: 4096,
             connect_timeout: Duration::from_secs(30),
+            connect_interval: Duration::from_secs(2),
+            liveness_timeout: Some(Duration::from_secs(30)),
             keepalive: Duration::from_secs(30),
             send_queue_bytes: 16 << 20,
             write_timeout: Duration::from_secs(30),
@@ -121,6 +142,8 @@ impl fmt::Debug for NodeConfig {
             max_handshakes,
             max_connections,
             connect_timeout,
+            connect_interval,
+            liveness_timeout,
             keepalive,
             send_queue_bytes,
             write_timeout,
@@ -140,6 +163,8 @@ impl fmt::Debug for NodeConfig {
             .field("max_handshakes", max_handshakes)
             .field("max_connections", max_connections)
             .field("connect_timeout", connect_timeout)
+            .field("connect_interval", connect_interval)
+            .field("liveness_timeout", liveness_timeout)
             .field("keepalive", keepalive)
             .field("send_queue_bytes", send_queue_bytes)
             .field("write_timeout", write_timeout)

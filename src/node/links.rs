@@ -318,8 +318,9 @@ impl Shared {
             let mut links = write(&self.links.table);
             match links.get(node) {
                 Some(LinkSlot::Up(l)) if l.conn == conn => {
-                    if matches!(why, DownReason::SendQueueFull) {
-                        // The peer does not keep up: close the socket now, queue and all.
+                    if matches!(why, DownReason::SendQueueFull | DownReason::Switched) {
+                        // The peer does not keep up, or a new link replaced this one: close
+                        // the socket now, queue and all.
                         l.queue.abort();
                     } else {
                         // The writer sends what is queued, then ends, which stops the transport.

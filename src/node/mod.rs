@@ -107,6 +107,11 @@ pub enum DownReason {
     /// None of the node's addresses answered within the connect timeout.
     #[error("unable to connect")]
     Unreachable,
+    /// The node linked to us again while we held an older link to it (it was restarted, or saw
+    /// that link die before we did): the new link replaced the old one, whose messages in
+    /// flight are lost.
+    #[error("switched connections")]
+    Switched,
 }
 
 /// A node came up or went down.
@@ -286,6 +291,7 @@ fn transport_config(id: &Arc<str>, config: &NodeConfig) -> TransportConfig {
         write_timeout: config.write_timeout,
         max_packet: config.max_packet,
         p1_keepalive: config.binds.is_empty().then_some(config.keepalive),
+        liveness_timeout: config.liveness_timeout,
     }
 }
 

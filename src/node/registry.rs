@@ -1,8 +1,10 @@
 //! The `NodeRegistry` actor: which transport carries which node.
 //!
 //! It enforces one transport per node (refusing a second one at greeting line 1, as Perl
-//! peers expect), refuses self-connects, breaks ties between simultaneous dials, dials nodes
-//! that have messages waiting, and times out those that cannot be reached.
+//! peers expect, unless the node links to us again long after the first came up: then it was
+//! restarted, and its new link replaces the old one), refuses self-connects, breaks ties
+//! between simultaneous dials, dials nodes that have messages waiting (again every
+//! `connect_interval`), and times out those that cannot be reached.
 //!
 //! In [`DialectMode::Auto`] it remembers which dialect the listener at
 //! each address showed and dials again at once in that dialect when a handshake failed because
@@ -11,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
 
@@ -22,7 +25,14 @@ use crate::net::transport;
 use crate::proto::dialect::Dialect;
 
 /// How long a node's own handshake with us may run before we dial it ourselves anyway.
-const PEER_HANDSHAKE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+const PEER_HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
+
+/// A link younger than this is not replaced by another connection from the same node: that one
+/// is a crossing dial (refused at line 1, as Perl does). A node that links to us again later
+/// was restarted, or saw the old link die before we did (a cut path, a peer that stopped and
+/// came back): its new, authenticated link replaces the old one, which would otherwise keep it
+/// out until our side of the old link failed.
+const REPLACE_AFTER: Duration = Duration::from_secs(1);
 
 /// Dial an address.
 #[derive(actix::Message)]
@@ -55,6 +65,19 @@ pub(crate) struct Addresses {
 #[rtype(result = "()")]
 pub(crate) struct Shutdown;
 
+/// The link a node is up on.
+struct UpLink {
+    conn: u64,
+    since: Instant,
+}
+
+impl UpLink {
+    /// Whether a new connection from the node may replace this link (see [`REPLACE_AFTER`]).
+    fn replaceable(&self) -> bool {
+        self.since.elapsed() >= REPLACE_AFTER
+    }
+}
+
 /// The registry actor; see the module docs.
 pub(crate) struct NodeRegistry {
     shared: Arc<Shared>,
@@ -62,9 +85,11 @@ pub(crate) struct NodeRegistry {
     dials: HashMap<u64, String>,
     /// node → handshakes past line 1: (connection, dialled by us).
     handshakes: HashMap<String, Vec<(u64, bool)>>,
-    up: HashMap<String, u64>,
+    up: HashMap<String, UpLink>,
     addresses: HashMap<String, Vec<String>>,
-    connecting: HashSet<String>,
+    /// Nodes that messages wait for → the id of that connect attempt (its timers look it up,
+    /// so that a timer of an earlier attempt does nothing).
+    connecting: HashMap<String, u64>,
     /// Our dials until they come up or end: connection → (address, node, is a redial).
     outgoing: HashMap<u64, (String, Option<String>, bool)>,
     /// Connections whose peer's line 1 says it is a Rust node.
@@ -81,7 +106,7 @@ impl NodeRegistry {
             handshakes: HashMap::new(),
             up: HashMap::new(),
             addresses: HashMap::new(),
-            connecting: HashSet::new(),
+            connecting: HashMap::new(),
             outgoing: HashMap::new(),
             rust: HashSet::new(),
             dialects: HashMap::new(),
@@ -130,6 +155,18 @@ impl NodeRegistry {
                 .is_some_and(|hs| hs.iter().any(|(c, out)| *c != except && *out))
     }
 
+    /// Dials `node` again every `connect_interval` while `attempt` is its connect attempt and
+    /// it is not up.
+    fn redial_later(&self, node: String, attempt: u64, ctx: &mut Context<Self>) {
+        ctx.run_later(self.shared.config.connect_interval, move |act, ctx| {
+            if act.connecting.get(&node) != Some(&attempt) || act.up.contains_key(&node) {
+                return;
+            }
+            act.dial_node(&node);
+            act.redial_later(node, attempt, ctx);
+        });
+    }
+
     fn forget(&mut self, conn: u64, node: &str) {
         self.dials.remove(&conn);
         if let Some(hs) = self.handshakes.get_mut(node) {
@@ -163,10 +200,11 @@ impl Handler<Connect> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) {
         let node = msg.node;
-        if self.up.contains_key(&node) || !self.connecting.insert(node.clone()) {
+        if self.up.contains_key(&node) || self.connecting.contains_key(&node) {
             return;
         }
-        let addrs = self.addresses.get(&node).cloned().unwrap_or_default();
+        let attempt = self.shared.runtime.next_id();
+        self.connecting.insert(node.clone(), attempt);
         if self.handshakes.contains_key(&node) {
             // The node is dialling us (or someone claims to be it): a real handshake is done in
             // moments, so look again shortly instead of crossing it; a claim that is still
@@ -176,14 +214,18 @@ impl Handler<Connect> for NodeRegistry {
         } else {
             self.dial_node(&node);
         }
-        let why = if addrs.is_empty() {
-            DownReason::NoAddress
-        } else {
-            DownReason::Unreachable
-        };
+        self.redial_later(node.clone(), attempt, ctx);
         ctx.run_later(self.shared.config.connect_timeout, move |act, _| {
+            // A later attempt (the node came up and went down since) has its own timer.
+            if act.connecting.get(&node) != Some(&attempt) {
+                return;
+            }
             act.connecting.remove(&node);
             if !act.up.contains_key(&node) {
+                let why = match act.addresses.get(&node) {
+                    Some(addrs) if !addrs.is_empty() => DownReason::Unreachable,
+                    _ => DownReason::NoAddress,
+                };
                 act.shared.pending_failed(&node, why);
             }
         });
@@ -199,8 +241,11 @@ impl Handler<Line1> for NodeRegistry {
             outgoing,
             rust,
         } = msg;
-        // Perl's rule, which Perl peers rely on.
-        if self.up.contains_key(&node) {
+        // Perl's rule, which Perl peers rely on; but a node that dials us long after its link
+        // came up was restarted, and may replace that link once it has authenticated (`Up`).
+        if let Some(link) = self.up.get(&node)
+            && (outgoing || !link.replaceable())
+        {
             return Err(Refusal::AlreadyConnected);
         }
         // Anyone can claim any id at line 1: a connection the peer made (not yet authenticated)
@@ -241,8 +286,18 @@ impl Handler<Up> for NodeRegistry {
         self.forget(msg.conn, &msg.node);
         self.outgoing.remove(&msg.conn);
         let rust = self.rust.remove(&msg.conn);
-        if self.up.contains_key(&msg.node) {
-            return None;
+        if let Some(old) = self.up.get(&msg.node) {
+            if msg.dialled.is_some() || !old.replaceable() {
+                return None;
+            }
+            // The node dialled us again and authenticated: it was restarted (or lost the old
+            // link before we noticed). The old link goes, as in Perl's "switched connections".
+            let old = old.conn;
+            self.up.remove(&msg.node);
+            tracing::info!(node = %self.shared.id, peer = %msg.node, "a new link replaces the old one");
+            self.shared
+                .link_failed(&msg.node, old, DownReason::Switched);
+            global::node_down(&self.shared, &msg.node);
         }
         let dialect = msg.link.dialect;
         if let Some(addr) = &msg.dialled {
@@ -252,7 +307,13 @@ impl Handler<Up> for NodeRegistry {
                 addrs.push(addr.clone());
             }
         }
-        self.up.insert(msg.node.clone(), msg.conn);
+        self.up.insert(
+            msg.node.clone(),
+            UpLink {
+                conn: msg.conn,
+                since: Instant::now(),
+            },
+        );
         self.connecting.remove(&msg.node);
         tracing::info!(node = %self.shared.id, peer = %msg.node, %dialect, rust, "node up");
         self.shared.link_up(&msg.node, msg.link);
@@ -296,7 +357,7 @@ impl Handler<Down> for NodeRegistry {
         self.outgoing.remove(&msg.conn);
         let Some(node) = msg.node else { return };
         self.forget(msg.conn, &node);
-        if self.up.get(&node) == Some(&msg.conn) {
+        if self.up.get(&node).is_some_and(|l| l.conn == msg.conn) {
             self.up.remove(&node);
             tracing::info!(node = %self.shared.id, peer = %node, reason = %msg.end, "node down");
             self.shared
@@ -309,9 +370,10 @@ impl Handler<Down> for NodeRegistry {
 impl Handler<Shutdown> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        let nodes: Vec<(String, u64)> = self.up.drain().collect();
-        for (node, conn) in nodes {
-            self.shared.link_failed(&node, conn, DownReason::Shutdown);
+        let nodes: Vec<(String, UpLink)> = self.up.drain().collect();
+        for (node, link) in nodes {
+            self.shared
+                .link_failed(&node, link.conn, DownReason::Shutdown);
         }
         ctx.stop();
     }

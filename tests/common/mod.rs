@@ -207,3 +207,5 @@ pub fn run_pair_with(
 pub fn run_pair(a: HandshakeConfig, b: HandshakeConfig) -> (Outcome, Outcome) {
     run_pair_with(a, b, None, None)
 }
+
+pub mod procs;
