@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use aemp::node::{Node, NodeConfig};
 use aemp::proto::dialect::Dialect;
+use aemp::proto::framing::{Framing, encode_packet};
 use aemp::proto::handshake::{Event, Handshake, HandshakeConfig};
+use aemp::proto::value::Value;
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -291,4 +294,133 @@ async fn a_flood_of_failing_connections_is_summarised_in_the_log() {
         (1..=12).contains(&lines),
         "{lines} warning lines for 200 failed connections"
     );
+}
+
+/// A raw socket through the handshake as node `id` (secret `k`): the socket and the framing the
+/// node expects from it.
+async fn scripted_peer(addr: &str, id: &str, dialect: Dialect) -> (TcpStream, Framing) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut hs = Handshake::new(HandshakeConfig::new(id, b"k".to_vec(), dialect)).unwrap();
+    let mut buf = [0u8; 4096];
+    let established = 'hs: loop {
+        s.write_all(&hs.take_output()).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "node closed during {id}'s handshake");
+        hs.feed(&buf[..n]).unwrap();
+        while let Some(ev) = hs.poll_event() {
+            match ev {
+                Event::PeerGreeting(_) => hs.accept_peer(None).unwrap(),
+                Event::Established(e) => break 'hs e,
+                Event::StartTls(_) => unreachable!("no TLS configured"),
+            }
+        }
+    };
+    s.write_all(&hs.take_output()).await.unwrap();
+    (s, established.send_framing)
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// A peer sends a packet to an unknown port (dropped), a valid message (delivered), then
+/// `garbage`: the link ends with a transport error that the monitors of the peer and of a port
+/// on it see, and a node-down event follows.
+async fn garbage_ends_the_link(
+    node: &Node,
+    id: &str,
+    dialect: Dialect,
+    garbage: &[u8],
+    says: &str,
+) {
+    let mut events = node.node_events();
+    let (port, mut rx) = node.port_stream();
+    let (mut s, framing) = scripted_peer(&node.listeners()[0].to_string(), id, dialect).await;
+    let up = within("the up event", events.recv()).await.unwrap();
+    assert!(up.up && up.node == id, "{up:?}");
+    let (tx, mut fired) = tokio::sync::mpsc::unbounded_channel();
+    for watched in [id.to_owned(), format!("{id}#p")] {
+        let (tx, name) = (tx.clone(), watched.clone());
+        node.mon(&watched, move |r| {
+            let _ = tx.send((name, r));
+        })
+        .detach();
+    }
+    let local = port.id().split_once('#').unwrap().1;
+    let mut wire = BytesMut::new();
+    encode_packet(framing, "no-such-port", &("lost",), &mut wire).unwrap();
+    encode_packet(framing, local, &("hello", 7), &mut wire).unwrap();
+    wire.extend_from_slice(garbage);
+    s.write_all(&wire).await.unwrap();
+
+    let m = within("the valid message", rx.recv()).await.unwrap();
+    let (tag, n): (String, u32) = m.decode().unwrap();
+    assert_eq!((tag.as_str(), n), ("hello", 7));
+    for _ in 0..2 {
+        let (watched, reason) = within("a monitor", fired.recv()).await.unwrap();
+        assert_eq!(reason.len(), 3, "{watched}: {reason:?}");
+        assert_eq!(reason[0], Value::from("transport_error"), "{watched}");
+        assert_eq!(reason[1], Value::from(id), "{watched}");
+        let text = reason[2].as_str().unwrap().into_owned();
+        assert!(
+            text.contains("garbage from") && text.contains(says),
+            "{watched}: {text}"
+        );
+    }
+    let down = within("the down event", events.recv()).await.unwrap();
+    assert!(!down.up && down.node == id, "{down:?}");
+    closed_by_node(&mut s).await;
+}
+
+#[actix_rt::test]
+async fn malformed_json_ends_the_link_and_fires_monitors() {
+    let node = Node::start(NodeConfig::with_secret("k")).await.unwrap();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("trailing-comma", b"[1,]", "malformed json packet"),
+        (
+            "control-char",
+            b"[\"p\",\"a\x01b\"]",
+            "malformed json packet",
+        ),
+        ("too-deep", deep.as_bytes(), "malformed json packet"),
+        ("bad-utf8", b"[\"p\",\"\xff\"]", "malformed json packet"),
+        (
+            "number-dest",
+            b"[1,\"x\"]",
+            "destination that is not a string",
+        ),
+    ];
+    for (id, garbage, says) in cases {
+        garbage_ends_the_link(&node, id, Dialect::P0, garbage, says).await;
+    }
+}
+
+#[actix_rt::test]
+async fn malformed_cbor_ends_the_link_and_fires_monitors() {
+    let node = Node::start(NodeConfig::with_secret("k")).await.unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        // ["p", {[1]: 2}]: a map key that is an array.
+        (
+            "array-key",
+            b"\x82\x41p\xa1\x81\x01\x02",
+            "malformed cbor packet",
+        ),
+        // ["p", {_ "k": }]: an indefinite map ending between a key and its value.
+        (
+            "odd-map",
+            b"\x82\x41p\xbf\x41k\xff",
+            "malformed cbor packet",
+        ),
+        (
+            "number-dest",
+            b"\x82\x01\x02",
+            "destination that is not a string",
+        ),
+    ];
+    for (id, garbage, says) in cases {
+        garbage_ends_the_link(&node, id, Dialect::P2, garbage, says).await;
+    }
 }

@@ -127,6 +127,45 @@ fn perl_cbor_capture_values() {
     );
 }
 
+/// `image` with its (one-byte) storable length prefix.
+fn prefixed(image: &str) -> Vec<u8> {
+    let image = hex::decode(image.replace(' ', "")).unwrap();
+    [vec![u8::try_from(image.len()).unwrap()], image].concat()
+}
+
+#[test]
+fn malformed_packets_fail_the_decoder_in_every_framing() {
+    let cbor = |h: &str| hex::decode(h.replace(' ', "")).unwrap();
+    let cases: Vec<(Framing, Vec<u8>)> = vec![
+        (Framing::Json, b"[1,]".to_vec()),
+        (Framing::Json, b"[\"p\",\"a\x01b\"]".to_vec()),
+        (Framing::Cbor, cbor("82 40 a1 81 01 02")), // a map key that is an array
+        (Framing::Cbor, cbor("82 40 bf 41 6b ff")), // a map ending after a key
+        (Framing::Cbor, cbor("82 40 5f 61 61 ff")), // a text chunk in a byte string
+        (Framing::Storable, prefixed("05 0b 02 00000002 0a00 99")), // an unknown item type
+        (Framing::Storable, prefixed("05 0b 02 00000002 0a00")), // an item short
+        (Framing::Storable, prefixed("05 0b 02 00000001 0a00 05")), // a byte after the image
+        (Framing::Storable, prefixed("04 0b 02 00000000")), // not network order
+        (Framing::Storable, prefixed("05 0b 02 00000001 00 00000009")), // unknown back-reference
+    ];
+    for (framing, bad) in cases {
+        // A good packet, then the bad one: the good one comes out, then the error, with the bad
+        // bytes left where they were.
+        let mut wire = BytesMut::new();
+        encode_packet(framing, "p", &("ok",), &mut wire).unwrap();
+        wire.extend_from_slice(&bad);
+        let mut dec = PacketDecoder::new(framing, DEFAULT_MAX_PACKET);
+        let good = dec.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(good.args().unwrap(), vec![Value::from("ok")]);
+        let err = dec.decode(&mut wire).unwrap_err();
+        assert!(
+            matches!(err, FramingError::Malformed { .. }),
+            "{framing} {bad:02x?}: {err:?}"
+        );
+        assert_eq!(&wire[..], &bad[..], "{framing}");
+    }
+}
+
 #[test]
 fn deep_nesting_needs_no_deep_call_stack() {
     // Decoding is iterative: 500 levels fit in a small thread stack even in a debug build.
@@ -267,6 +306,12 @@ proptest! {
             for (at, b) in &damage {
                 let i = at.index(bytes.len());
                 bytes[i] = *b;
+            }
+            // Whatever the decoder hands out reads as a value: damage fails it, not the reader.
+            let mut dec = PacketDecoder::new(framing, DEFAULT_MAX_PACKET);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(p)) = dec.decode(&mut buf) {
+                prop_assert!(p.to_value().is_ok(), "{}: {:?}", framing, p);
             }
             let _ = feed_partial(framing, &bytes, &[3, 11]);
             let skip = if framing == Framing::Storable { 1.min(bytes.len()) } else { 0 };

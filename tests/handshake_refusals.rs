@@ -5,7 +5,7 @@ mod common;
 use aemp::proto::auth::AuthMethod;
 use aemp::proto::dialect::Dialect;
 use aemp::proto::handshake::{
-    Event, Handshake, HandshakeConfig, HandshakeError, MAX_PENDING, PeerName,
+    Established, Event, Handshake, HandshakeConfig, HandshakeError, MAX_PENDING, PeerName,
 };
 use common::run_pair;
 
@@ -100,6 +100,14 @@ fn more_than_4096_pending_bytes() {
     );
     // Exactly at the limit is still fine.
     assert!(ours().feed(&vec![b'a'; MAX_PENDING]).is_ok());
+    // The limit counts everything buffered, however it arrived.
+    let mut hs = ours();
+    assert!(hs.feed(&[b'a'; 4000]).is_ok());
+    assert!(hs.feed(&[b'a'; MAX_PENDING - 4000]).is_ok());
+    assert!(matches!(
+        hs.feed(b"a"),
+        Err(HandshakeError::LineTooLong { .. })
+    ));
     // The limit counts everything buffered, also after line 1.
     let mut hs = ours();
     let mut bytes = format!("{LINE1}\n").into_bytes();
@@ -108,6 +116,80 @@ fn more_than_4096_pending_bytes() {
         hs.feed(&bytes),
         Err(HandshakeError::LineTooLong { .. })
     ));
+}
+
+/// Feeds `bytes` in one go while line 1's verdict is still out (as the node gives it after
+/// the read), then accepts the peer; returns the established handshake if that came.
+fn feed_before_the_verdict(
+    hs: &mut Handshake,
+    bytes: &[u8],
+) -> Result<Option<Box<Established>>, HandshakeError> {
+    hs.feed(bytes)?;
+    let mut established = None;
+    while let Some(ev) = hs.poll_event() {
+        match ev {
+            Event::PeerGreeting(_) => hs.accept_peer(None)?,
+            Event::Established(e) => established = Some(e),
+            Event::StartTls(_) => panic!("no TLS here"),
+        }
+    }
+    Ok(established)
+}
+
+/// Perl reads each greeting line as soon as it is complete and counts only what is left (the
+/// whole rest, not one line): complete lines buffered with it never count.
+#[test]
+fn lines_already_complete_do_not_count_against_the_limit() {
+    for (tail, ok) in [(MAX_PENDING, true), (MAX_PENDING + 1, false)] {
+        // Line 1 and line 2 complete, then an auth line still arriving.
+        let bytes = [format!("{LINE1}\n{NONCE}\n").into_bytes(), vec![b'x'; tail]].concat();
+        let mut hs = ours();
+        let got = feed_before_the_verdict(&mut hs, &bytes);
+        assert_eq!(got.is_ok(), ok, "{tail}: {got:?}");
+        if ok {
+            // Waiting for the auth line: one byte more is too many.
+            assert!(matches!(
+                hs.feed(b"x"),
+                Err(HandshakeError::LineTooLong { .. })
+            ));
+        }
+        // Line 1 complete, line 2 still arriving.
+        let bytes = [format!("{LINE1}\n").into_bytes(), vec![b'x'; tail]].concat();
+        let got = feed_before_the_verdict(&mut ours(), &bytes);
+        assert_eq!(got.is_ok(), ok, "{tail}: {got:?}");
+        // Line 1 read and accepted, then line 2 and a partial auth line in one read.
+        let mut hs = ours();
+        feed_before_the_verdict(&mut hs, format!("{LINE1}\n").as_bytes()).unwrap();
+        let bytes = [format!("{NONCE}\n").into_bytes(), vec![b'x'; tail]].concat();
+        assert_eq!(hs.feed(&bytes).is_ok(), ok, "{tail}");
+    }
+}
+
+/// The first data packets may come in the same read as the peer's auth line (or its whole
+/// handshake): once the auth line is verified there is no limit, and they are handed over.
+#[test]
+fn data_after_a_verified_auth_line_is_not_counted() {
+    let data = vec![b'['; 100_000];
+    for verdict_first in [false, true] {
+        let mut hs = ours();
+        let mut perl =
+            Handshake::new(HandshakeConfig::new("perl", b"k".to_vec(), Dialect::P0)).unwrap();
+        feed_before_the_verdict(&mut perl, &hs.take_output()).unwrap();
+        // The peer's greeting, its auth line and data, all in one read.
+        let mut wire = perl.take_output();
+        assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), 3);
+        wire.extend_from_slice(&data);
+        let established = if verdict_first {
+            let lines = common::prefix_len(&wire, 2);
+            feed_before_the_verdict(&mut hs, &wire[..lines]).unwrap();
+            feed_before_the_verdict(&mut hs, &wire[lines..])
+        } else {
+            feed_before_the_verdict(&mut hs, &wire)
+        }
+        .unwrap()
+        .expect("established");
+        assert_eq!(established.leftover, data, "verdict first: {verdict_first}");
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::tls::TlsSettings;
 use super::transport::TransportError;
 use crate::proto::auth::Redacted;
 use crate::proto::dialect::Dialect;
-use crate::proto::framing::{Framing, Packet};
+use crate::proto::framing::{Framing, FramingError, Packet};
 use crate::proto::handshake::TlsRole;
 
 /// The settings of every transport of one node. Its `Debug` output shows the secret's length,
@@ -239,8 +239,9 @@ pub(crate) struct LinkTx {
 
 /// Takes the packets a link receives, in order, on the transport's reader task.
 pub(crate) trait PacketSink: Send {
-    /// One packet.
-    fn deliver(&mut self, packet: Packet);
+    /// One packet. An error means the packet cannot be read (its destination, say): the link
+    /// ends with it, as when the bytes cannot be cut into packets.
+    fn deliver(&mut self, packet: Packet) -> Result<(), FramingError>;
     /// Every packet of one read is delivered: hand over anything batched.
     fn flush(&mut self);
     /// Whether a consumer this read fed is far behind: the reader yields (a few rounds at

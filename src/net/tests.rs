@@ -1,7 +1,7 @@
 //! `net` on its own: two transports over loopback, each reporting to a recording stand-in for
 //! the node (no `node` code involved), as the contract in [`super::contract`] promises.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -12,7 +12,7 @@ use super::contract::{
 };
 use super::transport;
 use crate::proto::dialect::Dialect;
-use crate::proto::framing::{self, Packet};
+use crate::proto::framing::{self, FramingError, Packet};
 use crate::proto::value::Value;
 
 /// What a stand-in node saw.
@@ -57,17 +57,25 @@ impl Handler<Line1> for FakeNode {
     }
 }
 
-/// Packets go back to the test through the same channel.
-struct Sink(mpsc::UnboundedSender<Seen>, Arc<Mutex<usize>>);
+/// Packets go back to the test through the same channel, in batches as a node hands them to a
+/// stream port: only when the reader flushes. A packet to `refuse` is refused, as a node refuses
+/// one it cannot read.
+struct Sink(mpsc::UnboundedSender<Seen>, Vec<Value>);
 
 impl PacketSink for Sink {
-    fn deliver(&mut self, packet: Packet) {
-        let _ = self
-            .0
-            .send(Seen::Packet(packet.to_value().unwrap_or(Value::Null)));
+    fn deliver(&mut self, packet: Packet) -> Result<(), FramingError> {
+        if packet.dest()? == "refuse" {
+            return Err(FramingError::BadDestination {
+                framing: packet.framing(),
+            });
+        }
+        self.1.push(packet.to_value()?);
+        Ok(())
     }
     fn flush(&mut self) {
-        *self.1.lock().unwrap() += 1;
+        for v in self.1.drain(..) {
+            let _ = self.0.send(Seen::Packet(v));
+        }
     }
     fn backlogged(&mut self) -> bool {
         false
@@ -78,7 +86,7 @@ impl Handler<Up> for FakeNode {
     type Result = Option<Box<dyn PacketSink>>;
     fn handle(&mut self, msg: Up, _: &mut Context<Self>) -> Self::Result {
         let _ = self.seen.send(Seen::Up(msg.node, msg.link));
-        Some(Box::new(Sink(self.seen.clone(), Arc::default())))
+        Some(Box::new(Sink(self.seen.clone(), Vec::new())))
     }
 }
 
@@ -207,6 +215,60 @@ async fn two_transports_link_and_move_packets_with_no_node() {
         other => panic!("expected down, got {other:?}"),
     }
     drop(b_link);
+}
+
+#[actix_rt::test]
+async fn a_packet_the_sink_refuses_ends_the_link_after_the_ones_before_it() {
+    let (a, mut a_seen) = hooks("net-h", b"s3cret", None);
+    let (b, mut b_seen) = hooks("net-i", b"s3cret", None);
+    let addr = accept_one(b).await;
+    transport::dial(a, &actix::Arbiter::current(), addr, 4, Dialect::P0);
+    let link = loop {
+        if let Seen::Up(_, link) = next(&mut a_seen).await {
+            break link;
+        }
+    };
+    // One write (so normally one read on the other end): the packet before the refused one is
+    // in the same batch, and must still be handed over.
+    let pushed = link.queue.push(|buf| {
+        framing::encode_packet(link.framing, "port", &("before",), buf)?;
+        framing::encode_packet(link.framing, "refuse", &("bad",), buf)?;
+        framing::encode_packet(link.framing, "port", &("after",), buf)
+    });
+    assert!(pushed.is_ok());
+    let mut packets = Vec::new();
+    let down = loop {
+        match next(&mut b_seen).await {
+            Seen::Line1(_) | Seen::Up(..) => {}
+            Seen::Packet(v) => packets.push(v),
+            Seen::Down(d) => break d,
+        }
+    };
+    assert_eq!(
+        packets,
+        vec![Value::Array(vec!["port".into(), "before".into()])]
+    );
+    assert!(down.was_up);
+    let LinkEnd::Failed(e) = &down.end else {
+        panic!("{}", down.end)
+    };
+    assert!(
+        matches!(
+            &**e,
+            super::TransportError::Framing {
+                source: FramingError::BadDestination { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The refusing end closed the connection: the sender sees it go.
+    loop {
+        if let Seen::Down(d) = next(&mut a_seen).await {
+            assert!(d.was_up, "{d:?}");
+            break;
+        }
+    }
 }
 
 #[actix_rt::test]

@@ -546,11 +546,10 @@ async fn reader<R: AsyncRead + Unpin>(
     let mut buf = BytesMut::from(&leftover[..]);
     loop {
         let mut delivered = 0;
-        while let Some(packet) = decoder.decode(&mut buf).map_err(ReadError::Framing)? {
-            sink.deliver(packet);
-            delivered += 1;
-        }
+        let cut = deliver_all(&mut decoder, &mut buf, sink.as_mut(), &mut delivered);
+        // The packets before a bad one are handed over before the link ends.
         sink.flush();
+        cut.map_err(ReadError::Framing)?;
         if delivered >= BATCH {
             tokio::task::yield_now().await;
         }
@@ -579,4 +578,19 @@ async fn reader<R: AsyncRead + Unpin>(
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
+}
+
+/// Hands every complete packet in `buf` to `sink`, counting them in `delivered`; stops at the
+/// first packet that cannot be cut or read.
+fn deliver_all(
+    decoder: &mut PacketDecoder,
+    buf: &mut BytesMut,
+    sink: &mut dyn PacketSink,
+    delivered: &mut usize,
+) -> Result<(), FramingError> {
+    while let Some(packet) = decoder.decode(buf)? {
+        sink.deliver(packet)?;
+        *delivered += 1;
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use super::port_stream::{Inbox, StreamQueue};
 use super::ports::PortCache;
 use crate::net::contract::PacketSink;
 use crate::proto::dialect::Dialect;
-use crate::proto::framing::Packet;
+use crate::proto::framing::{FramingError, Packet};
 use crate::proto::node_request::tag;
 
 /// Hands received packets to their ports (or the node port); lives in the reader task.
@@ -36,14 +36,11 @@ impl Inbound {
 }
 
 impl PacketSink for Inbound {
-    fn deliver(&mut self, packet: Packet) {
-        let dest = match packet.dest() {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(node = %self.shared.id, peer = %self.peer, "dropping packet: {e}");
-                return;
-            }
-        };
+    /// A packet that cannot be read (no destination, say) ends the link, as a malformed one
+    /// does; a readable one for a port that does not exist is dropped (logged at debug level),
+    /// and a node-port request the kernel cannot serve is logged and dropped there.
+    fn deliver(&mut self, packet: Packet) -> Result<(), FramingError> {
+        let dest = packet.dest()?;
         if dest.is_empty() {
             // A node-port request (a kill, say) must see the messages sent before it.
             self.stream_batch.flush();
@@ -52,18 +49,13 @@ impl PacketSink for Inbound {
                 packet.node_request_tag().as_deref(),
                 Ok(tag::KEEPALIVE | tag::DEVNULL)
             ) {
-                return;
+                return Ok(());
             }
-            match packet.args() {
-                Ok(args) => kernel::handle(&self.shared, &self.peer, self.dialect, args),
-                Err(e) => {
-                    tracing::warn!(node = %self.shared.id, peer = %self.peer, "bad node-port request: {e}")
-                }
-            }
-            return;
+            kernel::handle(&self.shared, &self.peer, self.dialect, packet.args()?);
+            return Ok(());
         }
         let Some(inbox) = self.shared.live_port(&mut self.ports, &dest) else {
-            return;
+            return Ok(());
         };
         let msg = Message::from_packet(self.peer.clone(), packet);
         match inbox {
@@ -74,6 +66,7 @@ impl PacketSink for Inbound {
                 r.do_send(msg);
             }
         }
+        Ok(())
     }
 
     fn flush(&mut self) {

@@ -29,7 +29,9 @@ use super::dialect::{self, Dialect};
 use super::framing::Framing;
 use super::greeting::{Greeting, GreetingError, Nonce, PROTOCOL};
 
-/// Unconsumed bytes allowed before the data phase, as in Perl (`rbuf_max`).
+/// Bytes that may wait unread before the peer's auth line is verified, as in Perl (`rbuf_max`):
+/// everything buffered counts (not one line), lines already read do not; after the auth line
+/// there is no limit.
 pub const MAX_PENDING: usize = 4096;
 
 /// Who is on the other end, as far as the handshake knows it.
@@ -95,7 +97,7 @@ pub enum HandshakeError {
         /// The peer.
         peer: PeerName,
     },
-    /// More than [`MAX_PENDING`] bytes arrived without completing the handshake line.
+    /// More than [`MAX_PENDING`] bytes waited unread before the auth line was verified.
     #[error("{peer} sent more than {limit} bytes before the data phase")]
     LineTooLong {
         /// The peer.
@@ -582,12 +584,7 @@ impl Handshake {
     fn run(&mut self) -> Result<(), HandshakeError> {
         match self.step_all() {
             Ok(()) => {
-                let pending = if self.state == State::Done {
-                    0
-                } else {
-                    self.input.len()
-                };
-                if pending > MAX_PENDING {
+                if self.unread() > MAX_PENDING {
                     let err = HandshakeError::LineTooLong {
                         peer: self.peer_name(),
                         limit: MAX_PENDING,
@@ -597,6 +594,35 @@ impl Handshake {
                 Ok(())
             }
             Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// The bytes Perl would hold unread at this point, which its `rbuf_max` limits: all the
+    /// input while a line is awaited (every complete line has been taken off), none once the
+    /// auth line is verified (the rest is data) or TLS has taken the rest. While the caller
+    /// decides on line 1, the lines Perl would already have read (there is no such pause in
+    /// Perl) do not count: line 2 and, without TLS, the auth line.
+    fn unread(&self) -> usize {
+        match self.state {
+            State::Done | State::Failed | State::Tls => 0,
+            State::Line1 | State::Line2 | State::AuthLine => self.input.len(),
+            State::PeerDecision => {
+                let after_line = |from: usize| {
+                    self.input
+                        .get(from..)
+                        .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+                        .map(|lf| from + lf + 1)
+                };
+                let Some(line2_end) = after_line(0) else {
+                    return self.input.len();
+                };
+                let tls =
+                    self.config.tls && self.peer.as_ref().is_some_and(|p| p.greeting.offers_tls());
+                if tls || after_line(line2_end).is_some() {
+                    return 0;
+                }
+                self.input.len().saturating_sub(line2_end)
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! (compact, UTF-8, non-ASCII raw).
 //!
 //! A packet boundary is found the way JSON::XS's incremental parser finds it: skip whitespace,
-//! follow `[`/`{` nesting outside strings, cut when the depth returns to zero. The text is only
-//! validated when it is read.
+//! follow `[`/`{` nesting outside strings, cut when the depth returns to zero. The text cut is
+//! then checked whole ([`check`]) before it is handed out, as JSON::XS decodes it whole.
 
 use std::borrow::Cow;
 use std::io;
@@ -213,6 +213,262 @@ pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     }
 }
 
+/// Checks a packet cut by the [`Scanner`] the way [`to_value`] reads it, building nothing: it
+/// fails exactly when `to_value` fails with [`FramingError::Malformed`]. That is, serde_json's
+/// rules: JSON syntax, strings without raw control characters, valid UTF-8 and escapes (UTF-16
+/// surrogates paired), numbers that fit an `f64`, and no more than [`MAX_NESTING`] open arrays
+/// and objects.
+///
+/// A hand-written pass rather than serde_json itself, which costs several times more: strings
+/// are skipped in runs and plain numbers by their digits; the rare numbers that could be out of
+/// range are handed to serde_json.
+pub(super) fn check(bytes: &[u8]) -> Result<(), FramingError> {
+    Checker { bytes, pos: 0 }.text()
+}
+
+/// The deepest nesting of arrays and objects serde_json reads (its recursion limit, 128, is
+/// reached on opening the 128th).
+const MAX_NESTING: u32 = 127;
+
+struct Checker<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Checker<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while self.peek().is_some_and(is_ws) {
+            self.pos += 1;
+        }
+    }
+
+    /// Skips whitespace and takes the next byte.
+    fn next_token(&mut self) -> Result<u8, FramingError> {
+        self.skip_ws();
+        let b = self.peek().ok_or_else(|| malformed("truncated packet"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// One JSON text: a value with nothing but whitespace around it.
+    fn text(mut self) -> Result<(), FramingError> {
+        // Open containers as a bit stack (1: object), innermost in bit 0; at most 127 deep.
+        let mut objects: u128 = 0;
+        let mut depth: u32 = 0;
+        'value: loop {
+            // A value is due.
+            match self.next_token()? {
+                open @ (b'[' | b'{') => {
+                    if depth == MAX_NESTING {
+                        return Err(malformed("nested too deeply"));
+                    }
+                    depth += 1;
+                    objects = (objects << 1) | u128::from(open == b'{');
+                    self.skip_ws();
+                    match self.peek() {
+                        Some(b']') if open == b'[' => self.pos += 1,
+                        Some(b'}') if open == b'{' => self.pos += 1,
+                        _ if open == b'{' => {
+                            self.key()?;
+                            continue 'value;
+                        }
+                        _ => continue 'value,
+                    }
+                    depth -= 1;
+                    objects >>= 1;
+                }
+                b'"' => self.string()?,
+                b't' => self.literal(b"rue")?,
+                b'f' => self.literal(b"alse")?,
+                b'n' => self.literal(b"ull")?,
+                b'-' => self.number(self.pos - 1)?,
+                b'0'..=b'9' => {
+                    self.pos -= 1;
+                    self.number(self.pos)?;
+                }
+                _ => return Err(malformed("expected a value")),
+            }
+            // A value is complete: close what it completes, until a comma asks for another.
+            loop {
+                if depth == 0 {
+                    self.skip_ws();
+                    return match self.peek() {
+                        None => Ok(()),
+                        Some(_) => Err(malformed("bytes after the packet")),
+                    };
+                }
+                let in_object = objects & 1 == 1;
+                match self.next_token()? {
+                    b',' => {
+                        if in_object {
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                    b']' if !in_object => {}
+                    b'}' if in_object => {}
+                    _ => return Err(malformed("expected a comma or the end of a container")),
+                }
+                depth -= 1;
+                objects >>= 1;
+            }
+        }
+    }
+
+    /// An object key and its colon.
+    fn key(&mut self) -> Result<(), FramingError> {
+        if self.next_token()? != b'"' {
+            return Err(malformed("object key is not a string"));
+        }
+        self.string()?;
+        if self.next_token()? != b':' {
+            return Err(malformed("expected a colon after an object key"));
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, rest: &[u8]) -> Result<(), FramingError> {
+        let end = self.pos + rest.len();
+        if self.bytes.get(self.pos..end) != Some(rest) {
+            return Err(malformed("invalid literal"));
+        }
+        self.pos = end;
+        Ok(())
+    }
+
+    /// The rest of a string whose opening quote was taken.
+    fn string(&mut self) -> Result<(), FramingError> {
+        loop {
+            let rest = self.bytes.get(self.pos..).unwrap_or_default();
+            // Runs of plain bytes: short ones (tags, port names) byte by byte, long ones by memchr.
+            let short = rest.len().min(24);
+            let mut run = rest
+                .iter()
+                .take(short)
+                .position(|&b| IN_STRING[usize::from(b)] || b < 0x20)
+                .unwrap_or(short);
+            if run == short && short < rest.len() {
+                run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+            }
+            let plain = rest.get(..run).unwrap_or_default();
+            // Multi-byte characters contain no ASCII byte, so runs are checked one by one.
+            let (low, high) = plain
+                .iter()
+                .fold((u8::MAX, 0u8), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+            if low < 0x20 {
+                return Err(malformed("control character in a string"));
+            }
+            if high >= 0x80 && std::str::from_utf8(plain).is_err() {
+                return Err(malformed("string is not UTF-8"));
+            }
+            self.pos += run;
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    self.escape()?;
+                }
+                Some(_) => return Err(malformed("control character in a string")),
+                None => return Err(malformed("unterminated string")),
+            }
+        }
+    }
+
+    /// An escape whose backslash was taken.
+    fn escape(&mut self) -> Result<(), FramingError> {
+        let b = self.peek().ok_or_else(|| malformed("truncated escape"))?;
+        self.pos += 1;
+        match b {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
+            b'u' => match self.hex4()? {
+                0xdc00..=0xdfff => Err(malformed("lone trailing surrogate in an escape")),
+                0xd800..=0xdbff => {
+                    if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                        return Err(malformed("lone leading surrogate in an escape"));
+                    }
+                    self.pos += 2;
+                    match self.hex4()? {
+                        0xdc00..=0xdfff => Ok(()),
+                        _ => Err(malformed("lone leading surrogate in an escape")),
+                    }
+                }
+                _ => Ok(()),
+            },
+            _ => Err(malformed("invalid escape")),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u16, FramingError> {
+        let digits = self
+            .bytes
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| malformed("truncated escape"))?;
+        let mut n = 0u16;
+        for &d in digits {
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return Err(malformed("invalid escape")),
+            };
+            n = (n << 4) | u16::from(v);
+        }
+        self.pos += 4;
+        Ok(n)
+    }
+
+    fn digits(&mut self) -> usize {
+        let from = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        self.pos - from
+    }
+
+    /// A number starting at `start` (its sign, if any, taken).
+    fn number(&mut self, start: usize) -> Result<(), FramingError> {
+        let int_at = self.pos;
+        let int_digits = self.digits();
+        if int_digits == 0 {
+            return Err(malformed("invalid number"));
+        }
+        if int_digits > 1 && self.bytes.get(int_at) == Some(&b'0') {
+            return Err(malformed("invalid number: leading zero"));
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(malformed("invalid number"));
+            }
+        }
+        let exponent = matches!(self.peek(), Some(b'e' | b'E'));
+        if exponent {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(malformed("invalid number"));
+            }
+        }
+        // Under 10^300 without an exponent: always a finite f64. Others may be out of range,
+        // which serde_json decides as it does when reading the value.
+        if exponent || int_digits > 300 {
+            let token = self.bytes.get(start..self.pos).unwrap_or_default();
+            serde_json::from_slice::<super::Checked>(token)
+                .map_err(|e| malformed(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
 /// The whole packet as a loose value.
 pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
     match serde_json::from_slice::<Value>(bytes) {
@@ -354,6 +610,8 @@ pub(super) fn encode_value(v: &Value, out: &mut BytesMut) -> Result<(), FramingE
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::proto::framing::{DEFAULT_MAX_PACKET, Packet, PacketDecoder};
 
@@ -531,30 +789,361 @@ mod tests {
         ));
     }
 
+    /// Bytes nested `depth` arrays deep: `[[…]]`.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut text = vec![b'['; depth];
+        text.extend(std::iter::repeat_n(b']', depth));
+        text
+    }
+
     #[test]
-    fn malformed_json_is_an_error_at_read_time() {
+    fn malformed_json_fails_the_decoder() {
         for text in [
             &b"[1,]"[..],
+            b"[\"p\",1,]",
             b"[\"a\" \"b\"]",
             b"[\"\xff\"]",
             b"[tru]",
             b"[\"a\",{1:2}]",
+            b"[\"a\",{\"k\"}]",
             b"[\"\\ud800\"]",
+            b"[\"\\q\"]",
             b"[\"a\nb\"]",
+            b"[\"p\",\"a\x01b\"]",
+            b"[\"p\",\"\x1f\"]",
+            b"[\"p\",1e400]",
+            b"[\"p\",01]",
+            b"[\"p\",-]",
+            b"[\"p\"}",
+            b"[\"p\",{]}",
+            &nested(200),
         ] {
             let mut buf = BytesMut::from(text);
-            let p = decoder().decode(&mut buf).unwrap().unwrap();
+            let err = decoder().decode(&mut buf).unwrap_err();
+            assert!(
+                matches!(err, FramingError::Malformed { .. }),
+                "{text:?}: {err:?}"
+            );
+            // Nothing consumed: the link ends with the bytes where they were.
+            assert_eq!(&buf[..], text);
+            // Read as a packet, the same bytes fail the same way.
+            let p = Packet::from_bytes(Framing::Json, Bytes::copy_from_slice(text));
             assert!(
                 matches!(p.to_value(), Err(FramingError::Malformed { .. })),
                 "{text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_bad_packet_after_good_ones_fails_only_when_reached() {
+        let mut dec = decoder();
+        let mut buf = BytesMut::from(&b"[\"a\",1] [\"b\"][1,]"[..]);
+        assert_eq!(dec.decode(&mut buf).unwrap().unwrap().dest().unwrap(), "a");
+        assert_eq!(dec.decode(&mut buf).unwrap().unwrap().dest().unwrap(), "b");
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(FramingError::Malformed { .. })
+        ));
+        // Fed a byte at a time, the bad packet fails once it is complete.
+        let mut dec = decoder();
+        let mut buf = BytesMut::new();
+        for (i, &b) in b"[\"p\",\"\x01\"]".iter().enumerate() {
+            buf.put_u8(b);
+            let got = dec.decode(&mut buf);
+            if i < 8 {
+                assert_eq!(got, Ok(None));
+            } else {
+                assert!(matches!(got, Err(FramingError::Malformed { .. })));
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_garbage_fails_the_decoder() {
+        for (text, err) in [
+            (
+                &b"[\"a\"]x"[..],
+                FramingError::NotAnArray {
+                    framing: Framing::Json,
+                },
+            ),
+            (
+                b"[\"a\"]1",
+                FramingError::NotAnArray {
+                    framing: Framing::Json,
+                },
+            ),
+            (
+                b"[\"a\"]\"s\"",
+                FramingError::NotAnArray {
+                    framing: Framing::Json,
+                },
+            ),
+            (b"[\"a\"] ]", malformed("unbalanced closing bracket")),
+            (b"[\"a\"]}", malformed("unbalanced closing bracket")),
+        ] {
+            let mut dec = decoder();
+            let mut buf = BytesMut::from(text);
+            assert_eq!(
+                dec.decode(&mut buf).unwrap().unwrap().as_bytes(),
+                b"[\"a\"]"
+            );
+            assert_eq!(dec.decode(&mut buf), Err(err), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_limit_is_the_one_values_are_read_with() {
+        // serde_json's recursion limit: 127 levels read, 128 do not.
+        for depth in [1, 2, 64, 127] {
+            let mut buf = BytesMut::from(&nested(depth)[..]);
+            let p = decoder().decode(&mut buf).unwrap().unwrap();
+            assert!(p.to_value().is_ok(), "{depth}");
+            assert!(p.decode::<Vec<Value>>().is_ok(), "{depth}");
+        }
+        for depth in [128, 129, 1000] {
+            let text = nested(depth);
+            let mut buf = BytesMut::from(&text[..]);
             assert!(
                 matches!(
-                    p.decode::<Vec<Value>>(),
+                    decoder().decode(&mut buf),
                     Err(FramingError::Malformed { .. })
                 ),
-                "{text:?}"
+                "{depth}"
             );
+            let p = Packet::from_bytes(Framing::Json, Bytes::from(text));
+            assert!(p.to_value().is_err(), "{depth}");
+        }
+        // Maps count as arrays do.
+        let mut text = b"[\"p\",".to_vec();
+        text.extend(std::iter::repeat_n(&b"{\"k\":"[..], 126).flatten());
+        text.push(b'1');
+        text.extend(std::iter::repeat_n(b'}', 126));
+        text.push(b']');
+        let mut buf = BytesMut::from(&text[..]);
+        assert!(decoder().decode(&mut buf).unwrap().is_some());
+        text.splice(5..5, b"[".iter().copied());
+        text.push(b']');
+        let mut buf = BytesMut::from(&text[..]);
+        assert!(decoder().decode(&mut buf).is_err());
+    }
+
+    /// Whether serde_json reads `bytes` as a value: what [`check`] must agree with.
+    fn serde_reads(bytes: &[u8]) -> bool {
+        serde_json::from_slice::<Value>(bytes).is_ok()
+    }
+
+    #[test]
+    fn check_agrees_with_serde_json_on_edge_cases() {
+        let long_int = format!("[{}]", "9".repeat(300));
+        let longer_int = format!("[1{}]", "0".repeat(300));
+        let too_long_int = format!("[1{}]", "0".repeat(400));
+        let long_fraction = format!("[0.{}1]", "0".repeat(400));
+        let deep_object = format!("{}1{}", "{\"k\":".repeat(127), "}".repeat(127));
+        let too_deep_object = format!("[{}1{}]", "{\"k\":".repeat(127), "}".repeat(127));
+        let cases: Vec<&[u8]> = vec![
+            b"[]",
+            b"[ ]",
+            b"{}",
+            b"[[],{},[[]],{\"a\":{}}]",
+            b"[\"\"]",
+            b"[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]",
+            b"[\"\\u00e9\\u00E9\\uD83D\\uDE00\"]",
+            b"[\"\\ud83d\"]",
+            b"[\"\\ude00\"]",
+            b"[\"\\udc00\"]",
+            b"[\"\\udfff\"]",
+            b"[\"\\ud7ff\\ue000\\uffff\"]",
+            b"[\"\\ud800\\udc00\\udbff\\udfff\"]",
+            b"[\"\\udbff\\udbff\"]",
+            b"[\"\\ud800\\ue000\"]",
+            b"[\"\\ud83d\\u0041\"]",
+            b"[\"\\ud83d\\n\"]",
+            b"[\"\\ud83dx\"]",
+            b"[\"\\u12\"]",
+            b"[\"\\u12g4\"]",
+            b"[\"\\a\"]",
+            "[\"☺é\u{7f}\"]".as_bytes(),
+            b"[\"\xe2\x98\"]",
+            b"[\"\xc3\\u00a9\"]",
+            b"[\"\xed\xa0\x80\"]",
+            b"[\"\x7f\"]",
+            b"[\"\t\"]",
+            b"[0,-0,1,-1,0.5,-0.5,1e5,1E+5,1e-5,1.5e300,18446744073709551616]",
+            b"[1.7976931348623157e308,-1.7976931348623157e308,1e-400]",
+            b"[1.7976931348623159e308]",
+            b"[1e309]",
+            b"[-1e309]",
+            b"[1e99999999999999999999]",
+            b"[0e99999999999999999999]",
+            b"[01]",
+            b"[-01]",
+            b"[1.]",
+            b"[.5]",
+            b"[+1]",
+            b"[-]",
+            b"[1e]",
+            b"[1e+]",
+            b"[1.5.3]",
+            b"[1x]",
+            b"[true,false,null]",
+            b"[tru]",
+            b"[truex]",
+            b"[nul]",
+            b"[True]",
+            b"[1,]",
+            b"[,1]",
+            b"[1 2]",
+            b"[\"a\":1]",
+            b"{\"a\"}",
+            b"{\"a\":}",
+            b"{\"a\":1,}",
+            b"{1:2}",
+            b"{\"a\" : 1 , \"b\" : [ ] }",
+            b"[}",
+            b"{]",
+            b"[1]]",
+            b"[1] ",
+            b" [1]",
+            b"[1] x",
+            b"[",
+            b"",
+            b"\"s\"",
+            long_int.as_bytes(),
+            longer_int.as_bytes(),
+            too_long_int.as_bytes(),
+            long_fraction.as_bytes(),
+            deep_object.as_bytes(),
+            too_deep_object.as_bytes(),
+        ];
+        for text in cases {
+            assert_eq!(
+                check(text).is_ok(),
+                serde_reads(text),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        for depth in [126, 127, 128, 129] {
+            let text = nested(depth);
+            assert_eq!(check(&text).is_ok(), serde_reads(&text), "{depth}");
+            assert_eq!(check(&text).is_ok(), depth <= 127, "{depth}");
+        }
+    }
+
+    /// Pieces of JSON text, right and wrong, to put together.
+    const PIECES: &[&[u8]] = &[
+        b"[",
+        b"]",
+        b"{",
+        b"}",
+        b",",
+        b":",
+        b" ",
+        b"\n",
+        b"\"",
+        b"\"k\"",
+        b"\\",
+        b"\\u",
+        b"d83d",
+        b"de00",
+        b"00e9",
+        b"\\n",
+        b"0",
+        b"1",
+        b"-",
+        b".",
+        b"e",
+        b"E",
+        b"+",
+        b"12345678901234567890",
+        b"1e400",
+        b"1e308",
+        b"-0",
+        b"true",
+        b"fals",
+        b"null",
+        "é".as_bytes(),
+        b"\x01",
+        b"\x7f",
+        "☺".as_bytes(),
+        b"\xff",
+        b"\xe2\x98",
+    ];
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Float),
+            "[\"\\\\\u{0}-\u{1f}a☺\u{10000}]{0,6}".prop_map(Value::Str),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a\"\u{1}é]{0,3}", inner), 0..3).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Any text put together from pieces: `check` and serde_json agree.
+        #[test]
+        fn check_agrees_with_serde_json_on_pieces(
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..24),
+            wrap in proptest::prelude::any::<bool>(),
+        ) {
+            let mut text: Vec<u8> = pieces.concat();
+            if wrap {
+                text.insert(0, b'[');
+                text.push(b']');
+            }
+            proptest::prop_assert_eq!(
+                check(&text).is_ok(),
+                serde_reads(&text),
+                "{:?}", String::from_utf8_lossy(&text)
+            );
+        }
+
+        /// Real values, whole and with one byte damaged: `check` and serde_json agree.
+        #[test]
+        fn check_agrees_with_serde_json_on_damaged_values(
+            v in arb_value(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::sample::select(&b"[]{},:\"\\ 0-.eu\x01\x80\xff"[..]),
+        ) {
+            let mut text = serde_json::to_vec(&v).unwrap();
+            proptest::prop_assert!(check(&text).is_ok());
+            let i = at.index(text.len());
+            text[i] = byte;
+            proptest::prop_assert_eq!(
+                check(&text).is_ok(),
+                serde_reads(&text),
+                "{:?}", String::from_utf8_lossy(&text)
+            );
+        }
+
+        /// Through the decoder: a packet comes out exactly when it reads as a value.
+        #[test]
+        fn the_decoder_hands_out_what_to_value_reads(
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..24),
+        ) {
+            let text = [&b"[\"p\","[..], &pieces.concat(), b"]"].concat();
+            let mut buf = BytesMut::from(&text[..]);
+            let mut scanner = Scanner::default();
+            if let Ok(Some(f)) = scanner.scan(&text, DEFAULT_MAX_PACKET) {
+                let cut = &text[f.start..f.end];
+                let p = Packet::from_bytes(Framing::Json, Bytes::copy_from_slice(cut));
+                let got = decoder().decode(&mut buf);
+                proptest::prop_assert_eq!(got.is_ok(), p.to_value().is_ok());
+            }
         }
     }
 

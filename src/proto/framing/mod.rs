@@ -4,9 +4,10 @@
 //! *sender* chose in the auth line: `json` (back-to-back texts), `cbor` (back-to-back items, P2) or
 //! `storable` (BER length prefix + Storable `nfreeze`).
 //!
-//! A [`Packet`] is a frame over the received bytes plus its framing. Finding its boundary is the
-//! only work done when it is received; the destination port is read without allocating and the
-//! payload is decoded on demand, into a loose [`Value`] or straight into a serde type.
+//! A [`Packet`] is a frame over the received bytes plus its framing. When it is received its
+//! boundary is found and its bytes are checked whole, building nothing; the destination port is
+//! read without allocating and the payload is decoded on demand, into a loose [`Value`] or
+//! straight into a serde type.
 
 mod cbor;
 mod json;
@@ -272,7 +273,10 @@ impl PacketDecoder {
     /// Splits the next complete packet off the front of `buf`, or returns `None` when `buf` holds
     /// no complete packet yet (keep the bytes, append more, call again).
     ///
-    /// Bytes that only separate packets (whitespace in json) are consumed.
+    /// Bytes that only separate packets (whitespace in json) are consumed. A packet is returned
+    /// only if it is well-formed as a whole: [`Packet::to_value`] cannot fail on it with
+    /// [`FramingError::Malformed`] (its destination is not checked: see [`Packet::dest`]). An
+    /// error is for the link, which cannot go on: the bytes are left in `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, FramingError> {
         let found = match &mut self.scanner {
             Scanner::Json(s) => s.scan(buf, self.max_packet)?,
@@ -282,6 +286,15 @@ impl PacketDecoder {
         let Some(Frame { start, end }) = found else {
             return Ok(None);
         };
+        // Every packet is checked whole here, so that one that cannot be read fails the link
+        // (as in Perl, whose decoders fail the connection) instead of vanishing later. The cbor
+        // scanner already checks everything a value read refuses.
+        let bytes = buf.get(start..end).unwrap_or_default();
+        match self.framing {
+            Framing::Json => json::check(bytes)?,
+            Framing::Cbor => {}
+            Framing::Storable => storable::check(bytes)?,
+        }
         // Separators before the packet are dropped, not split off (one split per packet).
         buf.advance(start);
         let bytes = buf.split_to(end - start).freeze();
@@ -423,15 +436,63 @@ impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
         Ok(Checked)
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        // A value's keys must be scalars: read them as a value does.
-        while let Some(key) = map.next_key::<Value>()? {
-            if matches!(key, Value::Null | Value::Array(_) | Value::Map(_)) {
-                return Err(serde::de::Error::custom(
-                    "map key is not a string, number or boolean",
-                ));
-            }
+        while map.next_key::<CheckedKey>()?.is_some() {
             map.next_value::<Checked>()?;
         }
         Ok(Checked)
+    }
+}
+
+/// Passes over a map key the way [`Value`] reads one: any scalar but null (a Perl hash key is a
+/// string), keeping nothing.
+struct CheckedKey;
+
+impl<'de> serde::Deserialize<'de> for CheckedKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedKeyVisitor)
+    }
+}
+
+struct CheckedKeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedKeyVisitor {
+    type Value = CheckedKey;
+
+    // What is not visited here (null, sequences, maps) is refused, as `Value` refuses it.
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map key that is a string, number or boolean")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<CheckedKey, E> {
+        Ok(CheckedKey)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<CheckedKey, D::Error> {
+        <CheckedKey as serde::Deserialize>::deserialize(d)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> Result<CheckedKey, D::Error> {
+        <CheckedKey as serde::Deserialize>::deserialize(d)
     }
 }

@@ -215,7 +215,7 @@ mod tests {
 
     /// A head for `n` of major type `major`, minimal (`width` 0) or with a wider argument
     /// (1, 2, 4 or 8 bytes) where `n` fits.
-    fn head(major: u8, n: u64, width: u8) -> Vec<u8> {
+    pub(super) fn head(major: u8, n: u64, width: u8) -> Vec<u8> {
         let m = major << 5;
         match width {
             1 if n <= 0xff => vec![m | 24, n as u8],
@@ -231,7 +231,7 @@ mod tests {
     }
 
     /// Items of the flat shape CBOR::XS writes: integers, simple values, floats, definite strings.
-    fn arb_flat_item() -> impl Strategy<Value = Vec<u8>> {
+    pub(super) fn arb_flat_item() -> impl Strategy<Value = Vec<u8>> {
         let width = 0u8..5;
         prop_oneof![
             (0u64..40, width.clone()).prop_map(|(n, w)| head(MAJOR_UINT, n, w)),

@@ -1,4 +1,5 @@
-//! The incremental boundary scanner: finds where a CBOR packet ends without decoding it.
+//! The incremental boundary scanner: finds where a CBOR packet ends without decoding it, and
+//! refuses on the way everything a value read refuses, so that a packet it cuts is well-formed.
 
 use super::{
     MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGINT, MAJOR_SIMPLE, MAJOR_TAG, MAJOR_TEXT,
@@ -9,10 +10,17 @@ use crate::proto::framing::{Frame, Framing, FramingError};
 /// What the scanner still waits for inside an open container.
 #[derive(Debug, Clone, Copy)]
 enum Pending {
-    /// A definite array or map: this many items (map: keys and values) still to come.
+    /// A definite array: this many items still to come.
     Items(u64),
-    /// An indefinite array or map, closed by a break.
+    /// A definite map: this many keys and values still to come (a key is due when it is even).
+    Entries(u64),
+    /// An indefinite array, closed by a break.
     Indefinite,
+    /// An indefinite map, closed by a break (not while a value is due).
+    IndefiniteMap {
+        /// The next item is a key.
+        key_due: bool,
+    },
     /// An indefinite string of this major type: definite chunks of the same type, then a break.
     Chunks(u8),
 }
@@ -71,6 +79,10 @@ impl Scanner {
             if self.tagged && is_break {
                 return Err(malformed("break after a tag"));
             }
+            // A value is built for every key (Perl's hash keys are strings): not from a container.
+            if matches!(head.major, MAJOR_ARRAY | MAJOR_MAP) && self.key_due() {
+                return Err(malformed("map key is an array or a map"));
+            }
             self.tagged = false;
             let mut advance = head.len as u64;
             let mut complete = false;
@@ -90,8 +102,9 @@ impl Scanner {
                     }
                     complete = true;
                 }
-                MAJOR_ARRAY | MAJOR_MAP if head.indefinite() => {
-                    self.stack.push(Pending::Indefinite)
+                MAJOR_ARRAY if head.indefinite() => self.stack.push(Pending::Indefinite),
+                MAJOR_MAP if head.indefinite() => {
+                    self.stack.push(Pending::IndefiniteMap { key_due: true })
                 }
                 MAJOR_ARRAY | MAJOR_MAP => {
                     let items = if head.major == MAJOR_MAP {
@@ -108,13 +121,22 @@ impl Scanner {
                     }
                     if items == 0 {
                         complete = true;
+                    } else if head.major == MAJOR_MAP {
+                        self.stack.push(Pending::Entries(items));
                     } else {
                         self.stack.push(Pending::Items(items));
                     }
                 }
                 MAJOR_TAG => self.tagged = true,
                 _ if is_break => match self.stack.pop() {
-                    Some(Pending::Indefinite | Pending::Chunks(_)) => complete = true,
+                    Some(
+                        Pending::Indefinite
+                        | Pending::IndefiniteMap { key_due: true }
+                        | Pending::Chunks(_),
+                    ) => complete = true,
+                    Some(Pending::IndefiniteMap { key_due: false }) => {
+                        return Err(malformed("map ends between a key and its value"));
+                    }
                     _ => return Err(malformed("unexpected break")),
                 },
                 _ => complete = true,
@@ -131,6 +153,15 @@ impl Scanner {
             if complete && let Some(frame) = self.item_done() {
                 return Ok(Some(frame));
             }
+        }
+    }
+
+    /// Whether the next data item is a map key.
+    fn key_due(&self) -> bool {
+        match self.stack.last() {
+            Some(Pending::Entries(n)) => n % 2 == 0,
+            Some(Pending::IndefiniteMap { key_due }) => *key_due,
+            _ => false,
         }
     }
 
@@ -153,12 +184,16 @@ impl Scanner {
                     self.tagged = false;
                     return Some(Frame { start: 0, end });
                 }
-                Some(Pending::Items(n)) => {
+                Some(Pending::Items(n) | Pending::Entries(n)) => {
                     *n -= 1;
                     if *n > 0 {
                         return None;
                     }
                     self.stack.pop();
+                }
+                Some(Pending::IndefiniteMap { key_due }) => {
+                    *key_due = !*key_due;
+                    return None;
                 }
                 Some(Pending::Indefinite | Pending::Chunks(_)) => return None,
             }
@@ -318,6 +353,117 @@ mod tests {
                     "split at {}", at
                 );
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The scanner checks what reading a value checks: a packet it cuts reads as a value.
+        #[test]
+        fn cut_packets_read_as_values(stream in arb_stream()) {
+            let mut rest = &stream[..];
+            while let Ok(Some(f)) = Scanner::default().scan(rest, MAX) {
+                let packet = &rest[f.start..f.end];
+                prop_assert!(to_value(packet).is_ok(), "{}", ::hex::encode(packet));
+                rest = &rest[f.end..];
+            }
+        }
+
+        /// Over well-framed items with any map keys (containers too) and indefinite maps that
+        /// may lack their last value, the scanner refuses exactly what reading a value refuses.
+        #[test]
+        fn the_scanner_refuses_what_to_value_refuses(item in arb_keyed_item()) {
+            let packet = [hex("82 40"), item].concat();
+            let scanned = scan_all(&packet);
+            let read = to_value(&packet);
+            prop_assert_eq!(
+                scanned.is_ok(),
+                read.is_ok(),
+                "{}: {:?} / {:?}", ::hex::encode(&packet), scanned, read
+            );
+            if let Ok(frame) = scanned {
+                prop_assert_eq!(frame, Some(Frame { start: 0, end: packet.len() }));
+            }
+        }
+    }
+
+    /// Items whose framing is right, in maps keyed by anything (arrays and maps too); an
+    /// indefinite map may end right after a key.
+    fn arb_keyed_item() -> impl Strategy<Value = Vec<u8>> {
+        use super::super::BREAK;
+        use super::super::tests::{arb_flat_item, head};
+        arb_flat_item().prop_recursive(4, 32, 4, |inner| {
+            let entries = proptest::collection::vec((inner.clone(), inner.clone()), 0..3);
+            prop_oneof![
+                (
+                    proptest::collection::vec(inner.clone(), 0..4),
+                    any::<bool>()
+                )
+                    .prop_map(|(items, indefinite)| if indefinite {
+                        [vec![0x9f], items.concat(), vec![BREAK]].concat()
+                    } else {
+                        [head(MAJOR_ARRAY, items.len() as u64, 0), items.concat()].concat()
+                    }),
+                (entries.clone(), 0u8..3, proptest::option::of(inner.clone())).prop_map(
+                    |(entries, form, dangling)| {
+                        let body: Vec<u8> = entries
+                            .iter()
+                            .flat_map(|(k, v)| [&k[..], &v[..]].concat())
+                            .collect();
+                        match (form, dangling) {
+                            (0, _) => [head(MAJOR_MAP, entries.len() as u64, 0), body].concat(),
+                            (_, Some(key)) if form == 2 => {
+                                [vec![0xbf], body, key, vec![BREAK]].concat()
+                            }
+                            _ => [vec![0xbf], body, vec![BREAK]].concat(),
+                        }
+                    }
+                ),
+                (0u64..300, inner).prop_map(|(t, i)| [head(MAJOR_TAG, t, 0), i].concat()),
+            ]
+        })
+    }
+
+    #[test]
+    fn map_keys_are_scalars_and_maps_end_after_a_value() {
+        for bad in [
+            "82 40 a1 81 01 02",          // {[1]: 2}
+            "82 40 a1 a0 01",             // {{}: 1}
+            "82 40 a1 c1 81 01 02",       // {tag [1]: 2}
+            "82 40 a2 01 02 81 01 03",    // {1: 2, [1]: 3}
+            "82 40 bf 80 01 ff",          // {_ []: 1}
+            "82 40 bf 01 02 9f ff 03 ff", // {_ 1: 2, [_]: 3}
+            "82 40 bf 41 6b ff",          // {_ "k"}: no value
+            "82 40 bf 01 02 41 6b ff",    // {_ 1: 2, "k"}: no value
+        ] {
+            assert_eq!(
+                scan_all(&hex(bad)).map(|_| ()),
+                Err(malformed(if bad.ends_with("6b ff") {
+                    "map ends between a key and its value"
+                } else {
+                    "map key is an array or a map"
+                })),
+                "{bad}"
+            );
+            assert!(to_value(&hex(bad)).is_err(), "{bad}");
+        }
+        for good in [
+            "82 40 a1 41 6b 81 01",             // {"k": [1]}
+            "82 40 a2 01 a0 02 81 a0",          // {1: {}, 2: [{}]}
+            "82 40 bf 41 6b 81 01 41 6c a0 ff", // {_ "k": [1], "l": {}}
+            "82 40 bf 5f 41 6b ff 01 ff",       // {_ (_ "k"): 1}
+            "82 40 bf ff",                      // {_ }
+            "82 40 a1 c1 41 6b c1 81 01",       // {tag "k": tag [1]}
+            "82 40 81 a1 01 a1 02 80",          // [{1: {2: []}}]
+        ] {
+            let bytes = hex(good);
+            assert_eq!(
+                scan_all(&bytes).unwrap().unwrap().end,
+                bytes.len(),
+                "{good}"
+            );
+            assert!(to_value(&bytes).is_ok(), "{good}");
         }
     }
 

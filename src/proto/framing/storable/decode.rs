@@ -542,6 +542,13 @@ pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
     Builder::new(&nodes, bytes).build(root)
 }
 
+/// Succeeds exactly when [`to_value`] does: the whole image is read and its expansion walked
+/// within the same budget, but nothing is built.
+pub(super) fn check(bytes: &[u8]) -> Result<(), FramingError> {
+    let (nodes, root) = read_image(bytes)?;
+    Builder::new(&nodes, bytes).check(root)
+}
+
 /// Element 1 of the packet as [`to_value`] gives it, failing exactly when that fails: the whole
 /// image is read and its expansion walked within the same budget, but only element 1 is built.
 pub(super) fn first_arg(bytes: &[u8]) -> Result<Option<Value>, FramingError> {

@@ -162,6 +162,11 @@ pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     decode::dest(bytes)
 }
 
+/// Checks a complete image whole, failing exactly when [`to_value`] would.
+pub(super) fn check(bytes: &[u8]) -> Result<(), FramingError> {
+    decode::check(bytes)
+}
+
 /// A complete image as a [`Value`].
 pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
     decode::to_value(bytes)
