@@ -83,6 +83,40 @@ pub mod tag {
     pub const G_CHG1: &str = "g_chg1";
     /// P2: a change to a monitored family.
     pub const G_CHG2: &str = "g_chg2";
+
+    /// Every tag above, for callers that go through them all (tests, tables).
+    pub const ALL: &[&str] = &[
+        KEEPALIVE,
+        DEVNULL,
+        MON1,
+        MON0,
+        KIL,
+        KIL0,
+        KIL1,
+        SND,
+        SND_MULTIPLE,
+        INFO,
+        KNOWN_NODES,
+        UP_NODES,
+        EVAL,
+        TIME,
+        CAN,
+        SPAWN,
+        G_SLAVE,
+        G_GLOBAL,
+        G_SET,
+        G_UPD,
+        G_FIND,
+        G_FOUND,
+        G_DB_FAMILY,
+        G_DB_KEYS,
+        G_DB_VALUES,
+        G_REPLY,
+        G_MON1,
+        G_MON0,
+        G_CHG1,
+        G_CHG2,
+    ];
 }
 
 /// The tag that tells a peer of `dialect` that one of the ports it monitors died.
@@ -717,6 +751,19 @@ mod tests {
 
     fn s(text: &str) -> Value {
         Value::Str(text.into())
+    }
+
+    #[test]
+    fn tag_all_lists_each_tag_once_and_every_one_is_answered_somewhere_or_is_spawn() {
+        let unique: std::collections::BTreeSet<_> = tag::ALL.iter().collect();
+        assert_eq!(unique.len(), tag::ALL.len());
+        let dialects = [Dialect::P0, Dialect::P1a, Dialect::P1b, Dialect::P2];
+        for t in tag::ALL {
+            assert!(
+                *t == tag::SPAWN || dialects.iter().any(|d| NodeRequest::answered(t, *d)),
+                "{t}"
+            );
+        }
     }
 
     fn strs(items: &[&str]) -> Vec<Value> {
