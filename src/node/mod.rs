@@ -519,10 +519,11 @@ impl Node {
     }
 
     fn new_port(&self, inbox: Inbox) -> Port {
-        let name = self.shared.ports.insert_new(inbox);
+        let (name, serial) = self.shared.ports.insert_new(inbox);
         Port {
             id: format!("{}#{name}", self.shared.id),
             name,
+            serial,
             shared: self.shared.clone(),
             detached: false,
         }
@@ -541,16 +542,17 @@ impl Node {
         if local.is_empty() || local.contains('#') {
             return Err(bad());
         }
-        if !self
+        let Some(serial) = self
             .shared
             .ports
             .insert_named(local, Inbox::Actor(recipient))
-        {
+        else {
             return Err(bad());
-        }
+        };
         Ok(Port {
             id: format!("{}#{local}", self.shared.id),
             name: local.to_owned(),
+            serial,
             shared: self.shared.clone(),
             detached: false,
         })
