@@ -5,6 +5,9 @@
 //! each received packet straight to the port's actix recipient (`inbound`). The registry actor
 //! only decides which transport carries which node.
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod global;
 mod inbound;
 mod kernel;
@@ -191,6 +194,9 @@ pub(crate) struct Runtime {
     stopped: tokio::sync::watch::Sender<bool>,
     /// What every transport of this node is given.
     pub transports: Arc<TransportHooks>,
+    /// Set by `Node::fuzz_offline`: the registry dials nothing.
+    #[cfg(feature = "fuzzing")]
+    pub offline: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -308,6 +314,8 @@ impl Shared {
                 listeners: RwLock::default(),
                 stopped: tokio::sync::watch::channel(false).0,
                 transports,
+                #[cfg(feature = "fuzzing")]
+                offline: std::sync::atomic::AtomicBool::new(false),
             },
             spawner: peer::Spawner::new(),
             global: Mutex::default(),

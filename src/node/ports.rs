@@ -119,6 +119,18 @@ impl Ports {
         Some(entry.monitors)
     }
 
+    /// The names of every port.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn names(&self) -> Vec<String> {
+        read(&self.table).keys().cloned().collect()
+    }
+
+    /// How many ports there are.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn count(&self) -> usize {
+        read(&self.table).len()
+    }
+
     /// Where a local port's messages go.
     fn inbox(&self, port: &str) -> Option<Inbox> {
         read(&self.table).get(port).map(|e| e.inbox.clone())
@@ -205,6 +217,12 @@ impl RemoteMonitors {
             .get_mut(node)
             .and_then(|m| m.remove(port))
             .unwrap_or_default()
+    }
+
+    /// How many nodes have ports watched.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn nodes(&self) -> usize {
+        lock(&self.map).len()
     }
 
     /// Takes the watchers of every port of a node.
