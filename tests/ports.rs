@@ -306,3 +306,57 @@ async fn dropping_a_port_stream_kills_its_port_at_the_next_message() {
     a.snd(&id, &("anyone there?",)).unwrap();
     assert_eq!(next(&mut fired).await, Vec::<Value>::new());
 }
+
+/// A port handle outlives its port when the port is killed by name (`kil`, a peer's kill): the
+/// name may then be taken by a new port, which dropping the old handle must not kill.
+#[actix_rt::test]
+async fn dropping_a_stale_port_handle_spares_a_new_port_of_the_same_name() {
+    struct Sink(mpsc::UnboundedSender<Vec<Value>>);
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<Message> for Sink {
+        type Result = ();
+        fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+            let _ = self.0.send(msg.args().unwrap());
+        }
+    }
+    let node = Node::start(NodeConfig::default()).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let old: Port = node
+        .port_named("reused", Sink(tx.clone()).start().recipient())
+        .unwrap();
+    node.kil(old.id(), vec!["killed".into()]).unwrap();
+    let new = node
+        .port_named("reused", Sink(tx).start().recipient())
+        .unwrap();
+    assert_eq!(old.id(), new.id());
+    drop(old);
+    node.snd(new.id(), &("still", "there")).unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        vec![Value::from("still"), Value::from("there")]
+    );
+
+    // The same through an rcv port, whose actor drops its handle when it stops after the kill.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = node
+        .rcv()
+        .default(|_, _| Ok(()))
+        .start_named("tagged")
+        .unwrap();
+    node.kil(&id, Vec::new()).unwrap();
+    let again = node
+        .rcv()
+        .default(move |_, msg| {
+            let _ = tx.send(msg.args().unwrap());
+            Ok(())
+        })
+        .start_named("tagged")
+        .unwrap();
+    assert_eq!(id, again);
+    // Time for the first actor to notice that its port is gone and stop.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    node.snd(&again, &("alive",)).unwrap();
+    assert_eq!(next(&mut rx).await, vec![Value::from("alive")]);
+}

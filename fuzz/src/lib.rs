@@ -12,6 +12,9 @@ use aemp::proto::node_request::NodeRequest;
 use aemp::proto::value::Value;
 use bytes::BytesMut;
 
+pub mod data_phase;
+pub mod seeds;
+
 /// The largest packet the decode targets accept: small, so length checks are reachable.
 pub const FUZZ_MAX_PACKET: usize = 64 * 1024;
 

@@ -108,6 +108,34 @@ impl Links {
         }
     }
 
+    /// The connection of the up link to `node`.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn up_conn(&self, node: &str) -> Option<u64> {
+        match read(&self.table).get(node) {
+            Some(LinkSlot::Up(l)) => Some(l.conn),
+            _ => None,
+        }
+    }
+
+    /// How many nodes have pending queues, and those whose last message was taken while the
+    /// queue already held `limit` bytes or more (which `queue` must not do).
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn pending_census(&self, limit: usize) -> (usize, Vec<String>) {
+        let table = read(&self.table);
+        let mut pending = 0;
+        let mut over = Vec::new();
+        for (node, slot) in table.iter() {
+            if let LinkSlot::Pending { queue, bytes } = slot {
+                pending += 1;
+                let last = queue.last().map_or(0, Outgoing::approx_size);
+                if bytes.saturating_sub(last) >= limit {
+                    over.push(node.clone());
+                }
+            }
+        }
+        (pending, over)
+    }
+
     fn wait_state(&self, node: &str, limit: usize) -> Wait {
         match read(&self.table).get(node) {
             Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),

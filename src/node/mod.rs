@@ -5,6 +5,9 @@
 //! each received packet straight to the port's actix recipient (`inbound`). The registry actor
 //! only decides which transport carries which node.
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod global;
 mod inbound;
 mod kernel;
@@ -201,6 +204,9 @@ pub(crate) struct Runtime {
     stopped: tokio::sync::watch::Sender<bool>,
     /// What every transport of this node is given.
     pub transports: Arc<TransportHooks>,
+    /// Set by `Node::fuzz_offline`: the registry dials nothing.
+    #[cfg(feature = "fuzzing")]
+    pub offline: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -338,6 +344,8 @@ impl Shared {
                 listeners: RwLock::default(),
                 stopped: tokio::sync::watch::channel(false).0,
                 transports,
+                #[cfg(feature = "fuzzing")]
+                offline: std::sync::atomic::AtomicBool::new(false),
             },
             spawner: peer::Spawner::new(),
             global: Mutex::default(),
@@ -566,10 +574,11 @@ impl Node {
     }
 
     fn new_port(&self, inbox: Inbox) -> Port {
-        let name = self.shared.ports.insert_new(inbox);
+        let (name, serial) = self.shared.ports.insert_new(inbox);
         Port {
             id: format!("{}#{name}", self.shared.id),
             name,
+            serial,
             shared: self.shared.clone(),
             detached: false,
         }
@@ -588,16 +597,17 @@ impl Node {
         if local.is_empty() || local.contains('#') {
             return Err(bad());
         }
-        if !self
+        let Some(serial) = self
             .shared
             .ports
             .insert_named(local, Inbox::Actor(recipient))
-        {
+        else {
             return Err(bad());
-        }
+        };
         Ok(Port {
             id: format!("{}#{local}", self.shared.id),
             name: local.to_owned(),
+            serial,
             shared: self.shared.clone(),
             detached: false,
         })

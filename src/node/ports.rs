@@ -37,6 +37,9 @@ pub(crate) struct PortCache {
 pub(crate) struct PortEntry {
     pub inbox: Inbox,
     pub monitors: Vec<(u64, Watcher)>,
+    /// Which port of this name it is (a killed port's name can be taken again): a [`Port`]
+    /// handle kills only the port it was made for.
+    serial: u64,
 }
 
 /// The local port table: port name (the part after `#`) → its inbox and the monitors on it.
@@ -47,6 +50,8 @@ pub(crate) struct Ports {
     /// Prefix of the names of our ports (Perl's UNIQ), and the counter after it.
     uniq: String,
     next_name: AtomicU64,
+    /// Serial numbers of the entries.
+    next_serial: AtomicU64,
 }
 
 impl Ports {
@@ -56,11 +61,20 @@ impl Ports {
             removals: AtomicU64::new(0),
             uniq,
             next_name: AtomicU64::new(0),
+            next_serial: AtomicU64::new(0),
         }
     }
 
-    /// Adds a port under a fresh name and returns the name.
-    pub fn insert_new(&self, inbox: Inbox) -> String {
+    fn entry(&self, inbox: Inbox) -> PortEntry {
+        PortEntry {
+            inbox,
+            monitors: Vec::new(),
+            serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Adds a port under a fresh name and returns the name and the entry's serial number.
+    pub fn insert_new(&self, inbox: Inbox) -> (String, u64) {
         let mut table = write(&self.table);
         // A spawning peer chooses names on this node: skip any it took.
         let name = loop {
@@ -70,39 +84,51 @@ impl Ports {
                 break name;
             }
         };
-        table.insert(
-            name.clone(),
-            PortEntry {
-                inbox,
-                monitors: Vec::new(),
-            },
-        );
-        name
+        let entry = self.entry(inbox);
+        let serial = entry.serial;
+        table.insert(name.clone(), entry);
+        (name, serial)
     }
 
-    /// Adds a port under `name`, unless that name is taken.
-    pub fn insert_named(&self, name: &str, inbox: Inbox) -> bool {
+    /// Adds a port under `name`, unless that name is taken; returns the entry's serial number.
+    pub fn insert_named(&self, name: &str, inbox: Inbox) -> Option<u64> {
         let mut table = write(&self.table);
         if table.contains_key(name) {
-            return false;
+            return None;
         }
-        table.insert(
-            name.to_owned(),
-            PortEntry {
-                inbox,
-                monitors: Vec::new(),
-            },
-        );
-        true
+        let entry = self.entry(inbox);
+        let serial = entry.serial;
+        table.insert(name.to_owned(), entry);
+        Some(serial)
     }
 
-    /// Removes a port and returns its watchers, to be fired outside the lock.
-    fn remove(&self, name: &str) -> Option<Watchers> {
-        let entry = write(&self.table).remove(name)?;
+    /// Removes a port (only if its entry has that serial number, when one is given) and
+    /// returns its watchers, to be fired outside the lock.
+    fn remove(&self, name: &str, serial: Option<u64>) -> Option<Watchers> {
+        let entry = {
+            let mut table = write(&self.table);
+            let found = table.get(name)?.serial;
+            if serial.is_some_and(|s| s != found) {
+                return None;
+            }
+            table.remove(name)?
+        };
         // Port caches look the port up again.
         self.removals.fetch_add(1, Ordering::Release);
         entry.inbox.close();
         Some(entry.monitors)
+    }
+
+    /// The names of every port.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn names(&self) -> Vec<String> {
+        read(&self.table).keys().cloned().collect()
+    }
+
+    /// How many ports there are.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn count(&self) -> usize {
+        read(&self.table).len()
     }
 
     /// Where a local port's messages go.
@@ -193,6 +219,12 @@ impl RemoteMonitors {
             .unwrap_or_default()
     }
 
+    /// How many nodes have ports watched.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn nodes(&self) -> usize {
+        lock(&self.map).len()
+    }
+
     /// Takes the watchers of every port of a node.
     fn take_node(&self, node: &str) -> HashMap<String, Watchers> {
         lock(&self.map).remove(node).unwrap_or_default()
@@ -247,7 +279,12 @@ impl Shared {
 
     /// Kills a local port: removes it and fires its monitors with `reason`.
     pub fn kill_local(&self, port: &str, reason: Vec<Value>) {
-        let Some(watchers) = self.ports.remove(port) else {
+        self.kill_entry(port, None, reason);
+    }
+
+    /// Kills a local port if it is still the entry with serial number `serial` (when given).
+    fn kill_entry(&self, port: &str, serial: Option<u64>, reason: Vec<Value>) {
+        let Some(watchers) = self.ports.remove(port, serial) else {
             return;
         };
         if watchers.is_empty() && !reason.is_empty() {
@@ -340,6 +377,9 @@ impl Shared {
 pub struct Port {
     pub(super) id: String,
     pub(super) name: String,
+    /// The serial number of the port's entry: once the port is dead, its name may be taken by
+    /// another port, which this handle must leave alone.
+    pub(super) serial: u64,
     pub(super) shared: Arc<Shared>,
     pub(super) detached: bool,
 }
@@ -359,8 +399,9 @@ impl Port {
     /// Kills the port with `("die", message)`: what a failing handler should do.
     pub fn die(mut self, message: impl Into<String>) {
         self.detached = true;
-        self.shared.kill_local(
+        self.shared.kill_entry(
             &self.name,
+            Some(self.serial),
             vec![Value::Str("die".into()), Value::Str(message.into())],
         );
     }
@@ -369,7 +410,8 @@ impl Port {
 impl Drop for Port {
     fn drop(&mut self) {
         if !self.detached {
-            self.shared.kill_local(&self.name, Vec::new());
+            self.shared
+                .kill_entry(&self.name, Some(self.serial), Vec::new());
         }
     }
 }

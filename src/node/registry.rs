@@ -115,6 +115,10 @@ impl NodeRegistry {
 
     fn dial(&mut self, addr: String, node: Option<String>, redial: bool) {
         let runtime = &self.shared.runtime;
+        #[cfg(feature = "fuzzing")]
+        if runtime.offline.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let conn = runtime.next_id();
         self.shared.runtime.count_connection(true);
         if let Some(node) = &node {
