@@ -1,9 +1,11 @@
 //! The `json` framing: JSON texts back-to-back with no delimiter, as JSON::XS writes them
 //! (compact, UTF-8, non-ASCII raw).
 //!
-//! A packet boundary is found the way JSON::XS's incremental parser finds it: skip whitespace,
-//! follow `[`/`{` nesting outside strings, cut when the depth returns to zero. The text cut is
-//! then checked whole ([`check`]) before it is handed out, as JSON::XS decodes it whole.
+//! A packet is checked whole before it is handed out, as JSON::XS decodes it whole: one pass
+//! ([`check_prefix`]) reads a packet that is complete in the buffer and finds its end. For one
+//! that is not, the boundary is found the way JSON::XS's incremental parser finds it (skip
+//! whitespace, follow `[`/`{` nesting outside strings, cut when the depth returns to zero) as
+//! bytes come, and the packet is checked ([`check`]) once complete.
 
 use std::borrow::Cow;
 use std::io;
@@ -28,10 +30,12 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// Incremental boundary finder. After it returns a frame, the caller removes `buf[..end]` and the
-/// scanner must be ready for the bytes that followed.
+/// Incremental packet finder. After it returns a frame, the caller removes `buf[..end]` and the
+/// scanner must be ready for the bytes that followed. It returns only well-formed packets (see
+/// [`check`]).
 ///
-/// Its state survives between calls so a growing buffer is only scanned once.
+/// Its state survives between calls so a growing buffer is only scanned once (and checked once
+/// more when the packet is complete).
 #[derive(Debug, Default)]
 pub(super) struct Scanner {
     /// Bytes of the buffer already looked at.
@@ -44,6 +48,9 @@ pub(super) struct Scanner {
     in_str: bool,
     /// The previous byte was a backslash inside a string.
     escape: bool,
+    /// The packet at `start` was not complete when first checked: its end is being looked for
+    /// by following brackets, and it is checked once found.
+    walking: bool,
 }
 
 impl Scanner {
@@ -88,6 +95,30 @@ impl Scanner {
         };
         // Only the first `max` bytes of the packet are looked at.
         let limit = start.saturating_add(max).min(buf.len());
+        if !self.walking {
+            // Most packets are whole in the buffer when first looked at: one pass checks them
+            // and finds their end.
+            match check_prefix(buf.get(start..limit).unwrap_or_default()) {
+                Ok(len) => {
+                    *self = Scanner::default();
+                    return Ok(Some(Frame {
+                        start,
+                        end: start + len,
+                    }));
+                }
+                Err(Stop::Bad(bad)) => {
+                    *self = Scanner::default();
+                    return Err(bad.error());
+                }
+                Err(Stop::More) if buf.len() > limit => {
+                    *self = Scanner::default();
+                    return Err(too_large(limit - start + 1, max));
+                }
+                // Follow the brackets as bytes come, so that a packet fed in pieces is not
+                // checked over and over; check it once it is complete.
+                Err(Stop::More) => self.walking = true,
+            }
+        }
         let (mut depth, mut in_str, mut escape) = (self.depth, self.in_str, self.escape);
         let bytes = buf.get(..limit).unwrap_or_default();
         while i < limit {
@@ -129,6 +160,7 @@ impl Scanner {
                     depth -= 1;
                     if depth == 0 {
                         *self = Scanner::default();
+                        check(buf.get(start..i).unwrap_or_default())?;
                         return Ok(Some(Frame { start, end: i }));
                     }
                 }
@@ -213,31 +245,128 @@ pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     }
 }
 
-/// Checks a packet cut by the [`Scanner`] the way [`to_value`] reads it, building nothing: it
-/// fails exactly when `to_value` fails with [`FramingError::Malformed`]. That is, serde_json's
-/// rules: JSON syntax, strings without raw control characters, valid UTF-8 and escapes (UTF-16
-/// surrogates paired), numbers that fit an `f64`, and no more than [`MAX_NESTING`] open arrays
-/// and objects.
+/// Checks a whole packet the way [`to_value`] reads it, building nothing: it fails exactly when
+/// `to_value` fails with [`FramingError::Malformed`]. That is, serde_json's rules: JSON syntax,
+/// strings without raw control characters, valid UTF-8 and escapes (UTF-16 surrogates paired),
+/// numbers that fit an `f64`, and no more than [`MAX_NESTING`] open arrays and objects.
 ///
 /// A hand-written pass rather than serde_json itself, which costs several times more: strings
-/// are skipped in runs and plain numbers by their digits; the rare numbers that could be out of
-/// range are handed to serde_json.
+/// are skipped in runs, numbers by their digits; the rare numbers that could be out of range are
+/// handed to serde_json.
 pub(super) fn check(bytes: &[u8]) -> Result<(), FramingError> {
-    Checker { bytes, pos: 0 }.text()
+    match (Checker {
+        bytes,
+        pos: 0,
+        whole: true,
+    })
+    .value()
+    {
+        Ok(_) => Ok(()),
+        Err(Stop::Bad(bad)) => Err(bad.error()),
+        Err(Stop::More) => Err(Bad::Truncated.error()),
+    }
+}
+
+/// Checks the packet at the start of `bytes`, which may hold only part of it: its length if it is
+/// complete (and well-formed, as [`check`] says), [`Stop::More`] if it may yet be, once more
+/// bytes come.
+fn check_prefix(bytes: &[u8]) -> Result<usize, Stop> {
+    Checker {
+        bytes,
+        pos: 0,
+        whole: false,
+    }
+    .value()
 }
 
 /// The deepest nesting of arrays and objects serde_json reads (its recursion limit, 128, is
 /// reached on opening the 128th).
 const MAX_NESTING: u32 = 127;
 
+/// Why a check stopped (a byte, so that results pass in registers).
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The bytes end before the packet does (only when checking a prefix).
+    More,
+    /// The packet is malformed.
+    Bad(Bad),
+}
+
+/// What is wrong with a packet.
+#[derive(Debug, Clone, Copy)]
+enum Bad {
+    TrailingBytes,
+    ControlCharacter,
+    NoColon,
+    NoComma,
+    NoValue,
+    Escape,
+    Literal,
+    Number,
+    LeadingZero,
+    LoneLeadingSurrogate,
+    LoneTrailingSurrogate,
+    TooDeep,
+    OutOfRange,
+    KeyNotString,
+    NotUtf8,
+    Truncated,
+}
+
+impl Bad {
+    fn error(self) -> FramingError {
+        malformed(match self {
+            Bad::TrailingBytes => "bytes after the packet",
+            Bad::ControlCharacter => "control character in a string",
+            Bad::NoColon => "expected a colon after an object key",
+            Bad::NoComma => "expected a comma or the end of a container",
+            Bad::NoValue => "expected a value",
+            Bad::Escape => "invalid escape",
+            Bad::Literal => "invalid literal",
+            Bad::Number => "invalid number",
+            Bad::LeadingZero => "invalid number: leading zero",
+            Bad::LoneLeadingSurrogate => "lone leading surrogate in an escape",
+            Bad::LoneTrailingSurrogate => "lone trailing surrogate in an escape",
+            Bad::TooDeep => "nested too deeply",
+            Bad::OutOfRange => "number out of range",
+            Bad::KeyNotString => "object key is not a string",
+            Bad::NotUtf8 => "string is not UTF-8",
+            Bad::Truncated => "truncated packet",
+        })
+    }
+}
+
+/// Bytes in a string that end a run of plain ASCII: `"`, `\`, control characters and every byte
+/// of a multi-byte character.
+const STRING_STOP: [bool; 256] = {
+    let mut set = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        set[b] = b < 0x20 || b >= 0x80 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    set
+};
+
 struct Checker<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// `bytes` is the whole packet (else more may follow).
+    whole: bool,
 }
 
 impl Checker<'_> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
+    }
+
+    /// Out of bytes: the packet is truncated, or more is to come.
+    fn end(&self) -> Stop {
+        if self.whole {
+            Stop::Bad(Bad::Truncated)
+        } else {
+            Stop::More
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -247,15 +376,16 @@ impl Checker<'_> {
     }
 
     /// Skips whitespace and takes the next byte.
-    fn next_token(&mut self) -> Result<u8, FramingError> {
+    fn next_token(&mut self) -> Result<u8, Stop> {
         self.skip_ws();
-        let b = self.peek().ok_or_else(|| malformed("truncated packet"))?;
+        let b = self.peek().ok_or_else(|| self.end())?;
         self.pos += 1;
         Ok(b)
     }
 
-    /// One JSON text: a value with nothing but whitespace around it.
-    fn text(mut self) -> Result<(), FramingError> {
+    /// One JSON value (with whitespace around it); where it ends. Checking a whole packet, only
+    /// whitespace may follow; checking a prefix, the value's end is the packet's end.
+    fn value(mut self) -> Result<usize, Stop> {
         // Open containers as a bit stack (1: object), innermost in bit 0; at most 127 deep.
         let mut objects: u128 = 0;
         let mut depth: u32 = 0;
@@ -264,7 +394,7 @@ impl Checker<'_> {
             match self.next_token()? {
                 open @ (b'[' | b'{') => {
                     if depth == MAX_NESTING {
-                        return Err(malformed("nested too deeply"));
+                        return Err(Stop::Bad(Bad::TooDeep));
                     }
                     depth += 1;
                     objects = (objects << 1) | u128::from(open == b'{');
@@ -290,15 +420,18 @@ impl Checker<'_> {
                     self.pos -= 1;
                     self.number(self.pos)?;
                 }
-                _ => return Err(malformed("expected a value")),
+                _ => return Err(Stop::Bad(Bad::NoValue)),
             }
             // A value is complete: close what it completes, until a comma asks for another.
             loop {
                 if depth == 0 {
+                    if !self.whole {
+                        return Ok(self.pos);
+                    }
                     self.skip_ws();
                     return match self.peek() {
-                        None => Ok(()),
-                        Some(_) => Err(malformed("bytes after the packet")),
+                        None => Ok(self.pos),
+                        Some(_) => Err(Stop::Bad(Bad::TrailingBytes)),
                     };
                 }
                 let in_object = objects & 1 == 1;
@@ -311,7 +444,7 @@ impl Checker<'_> {
                     }
                     b']' if !in_object => {}
                     b'}' if in_object => {}
-                    _ => return Err(malformed("expected a comma or the end of a container")),
+                    _ => return Err(Stop::Bad(Bad::NoComma)),
                 }
                 depth -= 1;
                 objects >>= 1;
@@ -320,52 +453,50 @@ impl Checker<'_> {
     }
 
     /// An object key and its colon.
-    fn key(&mut self) -> Result<(), FramingError> {
+    fn key(&mut self) -> Result<(), Stop> {
         if self.next_token()? != b'"' {
-            return Err(malformed("object key is not a string"));
+            return Err(Stop::Bad(Bad::KeyNotString));
         }
         self.string()?;
         if self.next_token()? != b':' {
-            return Err(malformed("expected a colon after an object key"));
+            return Err(Stop::Bad(Bad::NoColon));
         }
         Ok(())
     }
 
-    fn literal(&mut self, rest: &[u8]) -> Result<(), FramingError> {
-        let end = self.pos + rest.len();
-        if self.bytes.get(self.pos..end) != Some(rest) {
-            return Err(malformed("invalid literal"));
+    fn literal(&mut self, rest: &[u8]) -> Result<(), Stop> {
+        let have = self.bytes.get(self.pos..).unwrap_or_default();
+        if have.starts_with(rest) {
+            self.pos += rest.len();
+            return Ok(());
         }
-        self.pos = end;
-        Ok(())
+        if have.len() < rest.len() && rest.starts_with(have) {
+            return Err(self.end());
+        }
+        Err(Stop::Bad(Bad::Literal))
     }
 
     /// The rest of a string whose opening quote was taken.
-    fn string(&mut self) -> Result<(), FramingError> {
+    fn string(&mut self) -> Result<(), Stop> {
         loop {
             let rest = self.bytes.get(self.pos..).unwrap_or_default();
-            // Runs of plain bytes: short ones (tags, port names) byte by byte, long ones by memchr.
-            let short = rest.len().min(24);
-            let mut run = rest
-                .iter()
-                .take(short)
-                .position(|&b| IN_STRING[usize::from(b)] || b < 0x20)
-                .unwrap_or(short);
-            if run == short && short < rest.len() {
-                run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-            }
-            let plain = rest.get(..run).unwrap_or_default();
-            // Multi-byte characters contain no ASCII byte, so runs are checked one by one.
-            let (low, high) = plain
-                .iter()
-                .fold((u8::MAX, 0u8), |(lo, hi), &b| (lo.min(b), hi.max(b)));
-            if low < 0x20 {
-                return Err(malformed("control character in a string"));
-            }
-            if high >= 0x80 && std::str::from_utf8(plain).is_err() {
-                return Err(malformed("string is not UTF-8"));
+            // Short runs of plain ASCII (tags, port names) byte by byte; the rest of long ones,
+            // and text beyond ASCII, in bulk.
+            let short = rest.get(..32).unwrap_or(rest);
+            let mut run = 0;
+            for &b in short {
+                if STRING_STOP[usize::from(b)] {
+                    break;
+                }
+                run += 1;
             }
             self.pos += run;
+            if run == short.len() {
+                if run == rest.len() {
+                    return Err(self.end());
+                }
+                self.text_run()?;
+            }
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
@@ -375,78 +506,110 @@ impl Checker<'_> {
                     self.pos += 1;
                     self.escape()?;
                 }
-                Some(_) => return Err(malformed("control character in a string")),
-                None => return Err(malformed("unterminated string")),
+                Some(b) if b >= 0x80 => self.text_run()?,
+                _ => return Err(Stop::Bad(Bad::ControlCharacter)),
             }
         }
     }
 
+    /// String text up to the next `"` or `\`: UTF-8 without control characters. Multi-byte
+    /// characters contain no ASCII byte, so the run is checked on its own.
+    #[inline(never)]
+    fn text_run(&mut self) -> Result<(), Stop> {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let run = memchr::memchr2(b'"', b'\\', rest);
+        let text = rest.get(..run.unwrap_or(rest.len())).unwrap_or_default();
+        let (low, high) = text
+            .iter()
+            .fold((u8::MAX, 0u8), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+        if low < 0x20 {
+            return Err(Stop::Bad(Bad::ControlCharacter));
+        }
+        if high >= 0x80
+            && let Err(e) = std::str::from_utf8(text)
+        {
+            // A character cut by the end of the bytes may be completed by the next ones.
+            if run.is_none() && e.error_len().is_none() {
+                return Err(self.end());
+            }
+            return Err(Stop::Bad(Bad::NotUtf8));
+        }
+        match run {
+            Some(run) => self.pos += run,
+            None => return Err(self.end()),
+        }
+        Ok(())
+    }
+
     /// An escape whose backslash was taken.
-    fn escape(&mut self) -> Result<(), FramingError> {
-        let b = self.peek().ok_or_else(|| malformed("truncated escape"))?;
+    #[inline(never)]
+    fn escape(&mut self) -> Result<(), Stop> {
+        let b = self.peek().ok_or_else(|| self.end())?;
         self.pos += 1;
         match b {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
             b'u' => match self.hex4()? {
-                0xdc00..=0xdfff => Err(malformed("lone trailing surrogate in an escape")),
+                0xdc00..=0xdfff => Err(Stop::Bad(Bad::LoneTrailingSurrogate)),
                 0xd800..=0xdbff => {
-                    if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
-                        return Err(malformed("lone leading surrogate in an escape"));
+                    let next = self.bytes.get(self.pos..).unwrap_or_default();
+                    if !next.starts_with(b"\\u") {
+                        return Err(if next.len() < 2 && b"\\u".starts_with(next) {
+                            self.end()
+                        } else {
+                            Stop::Bad(Bad::LoneLeadingSurrogate)
+                        });
                     }
                     self.pos += 2;
                     match self.hex4()? {
                         0xdc00..=0xdfff => Ok(()),
-                        _ => Err(malformed("lone leading surrogate in an escape")),
+                        _ => Err(Stop::Bad(Bad::LoneLeadingSurrogate)),
                     }
                 }
                 _ => Ok(()),
             },
-            _ => Err(malformed("invalid escape")),
+            _ => Err(Stop::Bad(Bad::Escape)),
         }
     }
 
-    fn hex4(&mut self) -> Result<u16, FramingError> {
-        let digits = self
-            .bytes
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| malformed("truncated escape"))?;
+    fn hex4(&mut self) -> Result<u16, Stop> {
         let mut n = 0u16;
-        for &d in digits {
+        for _ in 0..4 {
+            let d = self.peek().ok_or_else(|| self.end())?;
             let v = match d {
                 b'0'..=b'9' => d - b'0',
                 b'a'..=b'f' => d - b'a' + 10,
                 b'A'..=b'F' => d - b'A' + 10,
-                _ => return Err(malformed("invalid escape")),
+                _ => return Err(Stop::Bad(Bad::Escape)),
             };
             n = (n << 4) | u16::from(v);
+            self.pos += 1;
         }
-        self.pos += 4;
         Ok(n)
     }
 
-    fn digits(&mut self) -> usize {
+    /// Digits taken; at least one is required (more may be coming if the bytes end).
+    fn digits(&mut self) -> Result<usize, Stop> {
         let from = self.pos;
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.pos += 1;
         }
-        self.pos - from
+        match self.pos - from {
+            0 if self.peek().is_none() => Err(self.end()),
+            0 => Err(Stop::Bad(Bad::Number)),
+            n => Ok(n),
+        }
     }
 
     /// A number starting at `start` (its sign, if any, taken).
-    fn number(&mut self, start: usize) -> Result<(), FramingError> {
+    fn number(&mut self, start: usize) -> Result<(), Stop> {
         let int_at = self.pos;
-        let int_digits = self.digits();
-        if int_digits == 0 {
-            return Err(malformed("invalid number"));
-        }
+        let int_digits = self.digits()?;
         if int_digits > 1 && self.bytes.get(int_at) == Some(&b'0') {
-            return Err(malformed("invalid number: leading zero"));
+            return Err(Stop::Bad(Bad::LeadingZero));
         }
         if self.peek() == Some(b'.') {
             self.pos += 1;
-            if self.digits() == 0 {
-                return Err(malformed("invalid number"));
-            }
+            self.digits()?;
         }
         let exponent = matches!(self.peek(), Some(b'e' | b'E'));
         if exponent {
@@ -454,16 +617,18 @@ impl Checker<'_> {
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.pos += 1;
             }
-            if self.digits() == 0 {
-                return Err(malformed("invalid number"));
-            }
+            self.digits()?;
+        }
+        // More digits may follow.
+        if self.peek().is_none() && !self.whole {
+            return Err(Stop::More);
         }
         // Under 10^300 without an exponent: always a finite f64. Others may be out of range,
         // which serde_json decides as it does when reading the value.
         if exponent || int_digits > 300 {
             let token = self.bytes.get(start..self.pos).unwrap_or_default();
             serde_json::from_slice::<super::Checked>(token)
-                .map_err(|e| malformed(e.to_string()))?;
+                .map_err(|_| Stop::Bad(Bad::OutOfRange))?;
         }
         Ok(())
     }
@@ -611,6 +776,7 @@ pub(super) fn encode_value(v: &Value, out: &mut BytesMut) -> Result<(), FramingE
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use proptest::strategy::Strategy as _;
 
     use super::*;
     use crate::proto::framing::{DEFAULT_MAX_PACKET, Packet, PacketDecoder};
@@ -1032,6 +1198,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn strings_are_checked_at_every_position() {
+        let inserts: [&[u8]; 10] = [
+            b"\\n",
+            b"\\u00e9",
+            b"\x01",
+            b"\x1f",
+            b"\x7f",
+            "é".as_bytes(),
+            "☺".as_bytes(),
+            b"\xff",
+            b"\xc3",
+            b"\xe2\x98",
+        ];
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 100] {
+            for at in 0..=len {
+                for insert in inserts {
+                    let mut body = vec![b'x'; len];
+                    body.splice(at..at, insert.iter().copied());
+                    let text = [&b"[\""[..], &body, b"\"]"].concat();
+                    let ok = serde_reads(&text);
+                    assert_eq!(check(&text).is_ok(), ok, "{text:?}");
+                    assert_eq!(check_prefix(&text).is_ok(), ok, "{text:?}");
+                    // Unterminated: more may come, unless something is already wrong for sure.
+                    let open = &text[..text.len() - 2];
+                    let cut_char = insert[0] >= 0xc0 && at == len;
+                    match check_prefix(open) {
+                        Err(Stop::More) => assert!(ok || cut_char, "{open:?}"),
+                        Err(Stop::Bad(_)) => assert!(!ok, "{open:?}"),
+                        Ok(_) => panic!("{open:?} is not complete"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Pieces of JSON text, right and wrong, to put together.
     const PIECES: &[&[u8]] = &[
         b"[",
@@ -1128,6 +1330,65 @@ mod tests {
                 serde_reads(&text),
                 "{:?}", String::from_utf8_lossy(&text)
             );
+        }
+
+        /// A good packet, cut anywhere, asks for more; whole, it is found to its end, also with
+        /// the start of the next one behind it.
+        #[test]
+        fn prefixes_of_good_packets_ask_for_more(
+            items in proptest::collection::vec(arb_value(), 0..4),
+        ) {
+            let text = serde_json::to_vec(&Value::Array(items)).unwrap();
+            for cut in 0..text.len() {
+                let got = check_prefix(&text[..cut]);
+                proptest::prop_assert!(matches!(got, Err(Stop::More)), "{}: {:?}", cut, got);
+            }
+            proptest::prop_assert_eq!(check_prefix(&text).ok(), Some(text.len()));
+            let two = [&text[..], b" [\"p\""].concat();
+            proptest::prop_assert_eq!(check_prefix(&two).ok(), Some(text.len()));
+        }
+
+        /// However a stream of packets good and bad is cut into reads, the same good packets
+        /// come out, and none after a bad one.
+        #[test]
+        fn chunking_changes_nothing_but_when_a_bad_packet_is_seen(
+            packets in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::collection::vec(arb_value(), 0..3)
+                        .prop_map(|v| serde_json::to_vec(&Value::Array(v)).unwrap()),
+                    proptest::collection::vec(proptest::sample::select(PIECES), 0..10)
+                        .prop_map(|p| [&b"[\"p\","[..], &p.concat(), b"]"].concat()),
+                ],
+                1..5,
+            ),
+            chunk in 1usize..20,
+        ) {
+            let stream: Vec<u8> = packets.concat();
+            let run = |chunk: usize| {
+                let mut dec = decoder();
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                for piece in stream.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    loop {
+                        match dec.decode(&mut buf) {
+                            Ok(Some(p)) => got.push(p.as_bytes().to_vec()),
+                            Ok(None) => break,
+                            Err(_) => return (got, true),
+                        }
+                    }
+                }
+                (got, false)
+            };
+            let (whole, whole_failed) = run(stream.len());
+            let (cut, cut_failed) = run(chunk);
+            if whole_failed {
+                proptest::prop_assert!(cut.len() <= whole.len());
+                proptest::prop_assert_eq!(&cut[..], &whole[..cut.len()]);
+            } else {
+                proptest::prop_assert_eq!(cut, whole);
+                proptest::prop_assert!(!cut_failed);
+            }
         }
 
         /// Through the decoder: a packet comes out exactly when it reads as a value.

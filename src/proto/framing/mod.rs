@@ -234,6 +234,9 @@ impl Packet {
 
 /// Cuts packets out of a growing receive buffer.
 ///
+/// Every packet is checked whole as it is cut, so that one that cannot be read fails the link
+/// (as in Perl, whose decoders fail the connection) rather than vanishing later.
+///
 /// The decoder remembers how far it has scanned, so feeding a large packet in many small pieces
 /// costs time linear in its size.
 #[derive(Debug)]
@@ -286,15 +289,6 @@ impl PacketDecoder {
         let Some(Frame { start, end }) = found else {
             return Ok(None);
         };
-        // Every packet is checked whole here, so that one that cannot be read fails the link
-        // (as in Perl, whose decoders fail the connection) instead of vanishing later. The cbor
-        // scanner already checks everything a value read refuses.
-        let bytes = buf.get(start..end).unwrap_or_default();
-        match self.framing {
-            Framing::Json => json::check(bytes)?,
-            Framing::Cbor => {}
-            Framing::Storable => storable::check(bytes)?,
-        }
         // Separators before the packet are dropped, not split off (one split per packet).
         buf.advance(start);
         let bytes = buf.split_to(end - start).freeze();

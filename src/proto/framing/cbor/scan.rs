@@ -25,8 +25,9 @@ enum Pending {
     Chunks(u8),
 }
 
-/// Incremental boundary finder. After it returns a frame, the caller removes `buf[..end]` and the
-/// scanner must be ready for the bytes that followed.
+/// Incremental packet finder. After it returns a frame, the caller removes `buf[..end]` and the
+/// scanner must be ready for the bytes that followed. It returns only well-formed packets: it
+/// refuses everything [`super::to_value`] refuses.
 ///
 /// It walks item headers only, skipping string contents, and keeps the position and the stack of
 /// open containers between calls, so a packet fed byte by byte is scanned once.

@@ -82,8 +82,9 @@ fn encode_error(reason: impl Into<String>) -> FramingError {
     }
 }
 
-/// Incremental boundary finder. After it returns a frame, the caller removes `buf[..end]` and the
-/// scanner must be ready for the bytes that followed.
+/// Incremental packet finder. After it returns a frame, the caller removes `buf[..end]` and the
+/// scanner must be ready for the bytes that followed. It returns only images that read whole
+/// (the image is read and walked as [`to_value`] would, building nothing).
 #[derive(Debug, Default)]
 pub(super) struct Scanner {
     /// The frame announced by a length prefix already read, while its bytes arrive.
@@ -104,6 +105,7 @@ impl Scanner {
             return Ok(None);
         }
         self.pending = None;
+        decode::check(buf.get(frame.start..frame.end).unwrap_or_default())?;
         Ok(Some(frame))
     }
 }
@@ -160,11 +162,6 @@ fn write_ber(out: &mut BytesMut, n: u64) {
 /// The destination (first element) of a complete image, without decoding the rest.
 pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     decode::dest(bytes)
-}
-
-/// Checks a complete image whole, failing exactly when [`to_value`] would.
-pub(super) fn check(bytes: &[u8]) -> Result<(), FramingError> {
-    decode::check(bytes)
 }
 
 /// A complete image as a [`Value`].
@@ -287,7 +284,7 @@ mod tests {
     #[test]
     fn scanner_waits_for_the_whole_image() {
         let mut bytes = hex(EXAMPLE);
-        bytes.extend(hex("05 05 0b 02 00000000"));
+        bytes.extend(hex("07 05 0b 02 00000000"));
         let mut scanner = Scanner::default();
         for n in 0..29 {
             assert_eq!(scanner.scan(&bytes[..n], MAX).unwrap(), None, "at {n}");
@@ -296,7 +293,7 @@ mod tests {
         assert_eq!(frame.end, 29);
         let rest = &bytes[29..];
         let frame = scanner.scan(rest, MAX).unwrap().unwrap();
-        assert_eq!(frame, Frame { start: 1, end: 6 });
+        assert_eq!(frame, Frame { start: 1, end: 8 });
         assert_eq!(dest(&rest[1..]).unwrap(), "");
         assert_eq!(to_value(&rest[1..]).unwrap(), Value::Array(vec![]));
     }
