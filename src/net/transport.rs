@@ -127,14 +127,19 @@ pub(crate) fn dial(
             },
         };
         tracing::info!(node = %hooks.config.node_id, %addr, "{error}");
-        hooks.down.do_send(Down {
-            conn,
-            addr,
-            node: None,
-            was_up: false,
-            end: LinkEnd::Failed(Arc::new(error)),
-            mismatch: None,
-        });
+        failed_before_start(&hooks, conn, addr, error);
+    });
+}
+
+/// A connection that never got a transport (its connect or its socket failed).
+fn failed_before_start(hooks: &TransportHooks, conn: u64, addr: String, error: TransportError) {
+    hooks.down.do_send(Down {
+        conn,
+        addr,
+        node: None,
+        was_up: false,
+        end: LinkEnd::Failed(Arc::new(error)),
+        mismatch: None,
     });
 }
 
@@ -155,14 +160,7 @@ pub(crate) fn accept(
                     addr: addr.clone(),
                     source,
                 };
-                hooks.down.do_send(Down {
-                    conn,
-                    addr,
-                    node: None,
-                    was_up: false,
-                    end: LinkEnd::Failed(Arc::new(error)),
-                    mismatch: None,
-                });
+                failed_before_start(&hooks, conn, addr, error);
             }
         }
     });
