@@ -106,10 +106,10 @@ impl Scanner {
                         end: start + len,
                     }));
                 }
-                Err(Stop::Bad(bad)) => {
-                    *self = Scanner::default();
-                    return Err(bad.error());
-                }
+                // Malformed, but refused only once its end is found (below), as it would be
+                // if it had come in pieces: the verdict must not depend on how reads cut the
+                // stream. A packet whose brackets never close ends at `max` instead.
+                Err(Stop::Bad(_)) => self.walking = true,
                 Err(Stop::More) if buf.len() > limit => {
                     *self = Scanner::default();
                     return Err(too_large(limit - start + 1, max));
@@ -795,6 +795,35 @@ mod tests {
 
     fn s(x: &str) -> Value {
         Value::Str(x.into())
+    }
+
+    /// Packets, then whether the decoder failed, with `data` fed `chunk` bytes at a time.
+    fn fed(data: &[u8], chunk: usize) -> (usize, bool) {
+        let (mut dec, mut buf, mut n) = (decoder(), BytesMut::new(), 0);
+        for piece in data.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match dec.decode(&mut buf) {
+                    Ok(Some(_)) => n += 1,
+                    Ok(None) => break,
+                    Err(_) => return (n, true),
+                }
+            }
+        }
+        (n, false)
+    }
+
+    #[test]
+    fn the_verdict_on_a_malformed_packet_does_not_depend_on_how_reads_cut_it() {
+        // Found by the decode_json fuzz target: a missing comma before a nested array whose
+        // brackets never close was refused at once in one piece, but waited for more in
+        // pieces. Both now wait for the packet's end (or `max_packet`), then refuse it.
+        let open = br#"["a"]["X",["","kil0","p"]["","mon1","p"]"#;
+        let closed = br#"["a"]["X",["","kil0","p"]["","mon1","p"]]"#;
+        for chunk in [1, 2, 5, 17, usize::MAX] {
+            assert_eq!(fed(open, chunk), (1, false), "chunk {chunk}");
+            assert_eq!(fed(closed, chunk), (1, true), "chunk {chunk}");
+        }
     }
 
     #[test]
