@@ -344,6 +344,18 @@ mod tests {
         assert!(!identical(&m(Value::Int(1)), &m(Value::Int(2))));
     }
 
+    /// Fuzz find (decode_storable): element 0 blessed into "" (`SX_BLESS`) read as a string by
+    /// `to_value()` but refused by `dest()`.
+    #[test]
+    fn storable_blessed_destination_agrees_with_to_value() {
+        // BER length 13, then the image ["hi"] with "hi" blessed into "".
+        let wire = b"\x0d\x05\x0b\x02\x00\x00\x00\x01\x11\x00\x0a\x02hi";
+        let (packets, failed) = decode_all(Framing::Storable, wire, wire.len());
+        assert_eq!((packets.len(), failed), (1, false));
+        assert_eq!(packets[0].dest().as_deref(), Ok("hi"));
+        decode_stream(Framing::Storable, wire, 1);
+    }
+
     #[test]
     fn json_stream_is_checked_packet_by_packet() {
         let mut wire = BytesMut::new();
