@@ -508,6 +508,8 @@ fn check_header(bytes: &[u8]) -> Result<usize, FramingError> {
     }
 }
 
+/// Element 0 as a string. A reference there is no destination (Perl would look up the port
+/// `SCALAR(0x…)`), although [`to_value`] reads references as their targets.
 pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     let mut p = Parser {
         buf: bytes,
@@ -836,6 +838,16 @@ mod tests {
         assert_eq!(
             dest(&hex("05 0b 02 00000001 11 00 0a 02 6869")).unwrap(),
             "hi"
+        );
+        // A reference to a string is no destination, though `to_value` reads its target.
+        let by_ref = hex("05 0b 02 00000001 04 0a 02 6869");
+        assert!(matches!(
+            dest(&by_ref),
+            Err(FramingError::BadDestination { .. })
+        ));
+        assert_eq!(
+            to_value(&by_ref).unwrap(),
+            Value::Array(vec![Value::Str("hi".into())])
         );
         // A class index no `SX_BLESS` introduced (none can come before element 0).
         assert!(matches!(
