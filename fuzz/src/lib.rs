@@ -178,6 +178,10 @@ pub fn check_packet(p: &Packet) {
     }
     match items.first() {
         None => assert_eq!(dest.as_deref(), Ok(""), "{framing}: dest of []"),
+        // `to_value()` reads a storable reference as its target; `dest()` takes no reference.
+        Some(Value::Str(_)) if framing == Framing::Storable && storable_dest_is_a_reference(p) => {
+            assert!(dest.is_err(), "storable: dest() took a reference: {dest:?}");
+        }
         Some(Value::Str(s)) => assert_eq!(
             dest.as_deref(),
             Ok(s.as_str()),
@@ -201,6 +205,45 @@ pub fn check_packet(p: &Packet) {
         );
     }
     reencode(framing, &value);
+}
+
+/// Whether element 0 of a storable packet is a reference (behind any bless or v-string
+/// prefixes): the image is `05 <minor> 02 <u32 count>`, then element 0.
+fn storable_dest_is_a_reference(p: &Packet) -> bool {
+    const REFS: [u8; 4] = [0x04, 0x14, 0x1b, 0x1c]; // SX_REF, SX_OVERLOAD, SX_WEAKREF, SX_WEAKOVERLOAD
+    let bytes = p.as_bytes();
+    let mut at = 7;
+    loop {
+        let Some(&kind) = bytes.get(at) else {
+            return false;
+        };
+        let skip = match kind {
+            k if REFS.contains(&k) => return true,
+            // SX_BLESS and SX_IX_BLESS: a length (or index) byte, or 0x80 and a u32.
+            0x11 | 0x12 => {
+                let Some(&b) = bytes.get(at + 1) else {
+                    return false;
+                };
+                let (len, width) = if b & 0x80 == 0 {
+                    (usize::from(b), 1)
+                } else {
+                    match bytes.get(at + 2..at + 6) {
+                        Some(n) => (u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize, 5),
+                        None => return false,
+                    }
+                };
+                1 + width + if kind == 0x11 { len } else { 0 }
+            }
+            // SX_VSTRING (u8 length) and SX_LVSTRING (u32 length).
+            0x1d => 2 + usize::from(bytes.get(at + 1).copied().unwrap_or(0)),
+            0x1e => match bytes.get(at + 1..at + 5) {
+                Some(n) => 5 + u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize,
+                None => return false,
+            },
+            _ => return false,
+        };
+        at = at.saturating_add(skip);
+    }
 }
 
 fn reencode(framing: Framing, value: &Value) {
@@ -342,6 +385,42 @@ mod tests {
             &m(Value::Float(f64::NAN))
         ));
         assert!(!identical(&m(Value::Int(1)), &m(Value::Int(2))));
+    }
+
+    /// Fuzz find (decode_storable): element 0 blessed into "" (`SX_BLESS`) read as a string by
+    /// `to_value()` but refused by `dest()`.
+    #[test]
+    fn storable_blessed_destination_agrees_with_to_value() {
+        // BER length 13, then the image ["hi"] with "hi" blessed into "".
+        let wire = b"\x0d\x05\x0b\x02\x00\x00\x00\x01\x11\x00\x0a\x02hi";
+        let (packets, failed) = decode_all(Framing::Storable, wire, wire.len());
+        assert_eq!((packets.len(), failed), (1, false));
+        assert_eq!(packets[0].dest().as_deref(), Ok("hi"));
+        decode_stream(Framing::Storable, wire, 1);
+    }
+
+    /// Fuzz find (decode_storable, the rerun): element 0 a reference to `""`, which
+    /// `to_value()` reads as `""` and `dest()` (rightly) refuses.
+    #[test]
+    fn storable_reference_destination_is_refused_and_the_check_knows() {
+        // BER length 12, then the image [\"", "g"].
+        let wire = b"\x0c\x05\x0b\x02\x00\x00\x00\x02\x04\x0a\x00\x0a\x01g";
+        let (packets, failed) = decode_all(Framing::Storable, wire, wire.len());
+        assert_eq!((packets.len(), failed), (1, false));
+        assert!(storable_dest_is_a_reference(&packets[0]));
+        assert!(packets[0].dest().is_err());
+        decode_stream(Framing::Storable, wire, 1);
+        // Behind a bless into "C".
+        let blessed = Packet::from_bytes(
+            Framing::Storable,
+            bytes::Bytes::from_static(b"\x05\x0b\x02\x00\x00\x00\x01\x11\x01C\x04\x0a\x00"),
+        );
+        assert!(storable_dest_is_a_reference(&blessed));
+        let plain = Packet::from_bytes(
+            Framing::Storable,
+            bytes::Bytes::from_static(b"\x05\x0b\x02\x00\x00\x00\x01\x0a\x00"),
+        );
+        assert!(!storable_dest_is_a_reference(&plain));
     }
 
     #[test]

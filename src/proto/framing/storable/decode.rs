@@ -508,6 +508,8 @@ fn check_header(bytes: &[u8]) -> Result<usize, FramingError> {
     }
 }
 
+/// Element 0 as a string. A reference there is no destination (Perl would look up the port
+/// `SCALAR(0x…)`), although [`to_value`] reads references as their targets.
 pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     let mut p = Parser {
         buf: bytes,
@@ -523,13 +525,35 @@ pub(super) fn dest(bytes: &[u8]) -> Result<Cow<'_, str>, FramingError> {
     if p.u32()? == 0 {
         return Ok(Cow::Borrowed(""));
     }
-    let len = match p.u8()? {
-        SX_SCALAR | SX_UTF8STR => usize::from(p.u8()?),
-        SX_LSCALAR | SX_LUTF8STR => p.len32()?,
-        _ => {
-            return Err(FramingError::BadDestination {
-                framing: Framing::Storable,
-            });
+    // Element 0 as `start_item` reads it: a blessed or v-string scalar is its plain string.
+    let len = loop {
+        match p.u8()? {
+            SX_SCALAR | SX_UTF8STR => break usize::from(p.u8()?),
+            SX_LSCALAR | SX_LUTF8STR => break p.len32()?,
+            SX_BLESS => {
+                let len = p.small_or_large()?;
+                p.take(len)?;
+                p.classes += 1;
+            }
+            SX_IX_BLESS => {
+                let ix = p.small_or_large()?;
+                if ix >= p.classes {
+                    return Err(malformed(format!("unknown class index {ix}")));
+                }
+            }
+            SX_VSTRING => {
+                let len = usize::from(p.u8()?);
+                p.take(len)?;
+            }
+            SX_LVSTRING => {
+                let len = p.len32()?;
+                p.take(len)?;
+            }
+            _ => {
+                return Err(FramingError::BadDestination {
+                    framing: Framing::Storable,
+                });
+            }
         }
     };
     std::str::from_utf8(p.take(len)?)
@@ -798,6 +822,45 @@ mod tests {
             dest(&hex("05 0a 02 00000001 01 00000002 6869")).unwrap(),
             "hi"
         );
+    }
+
+    /// Fuzz find (decode_storable): element 0 blessed (`SX_BLESS`, class dropped) decoded as
+    /// its string in `to_value`, but `dest()` refused it as no destination.
+    #[test]
+    fn destination_behind_bless_and_vstring_prefixes_is_what_to_value_reads() {
+        for image in [
+            // Blessed into "" and into "C", then v-strings (short and long).
+            "05 0b 02 00000002 11 00 0a 02 6869 0a 01 78",
+            "05 0b 02 00000001 11 01 43 0a 02 6869",
+            "05 0b 02 00000001 1d 02 6869 0a 02 6869",
+            "05 0b 02 00000001 1e 00000002 6869 01 00000002 6869",
+        ] {
+            let bytes = hex(image);
+            let Ok(Value::Array(items)) = to_value(&bytes) else {
+                panic!("{image} does not decode");
+            };
+            let first = items.first().and_then(|v| v.as_str());
+            assert_eq!(dest(&bytes).ok(), first, "{image}");
+        }
+        assert_eq!(
+            dest(&hex("05 0b 02 00000001 11 00 0a 02 6869")).unwrap(),
+            "hi"
+        );
+        // A reference to a string is no destination, though `to_value` reads its target.
+        let by_ref = hex("05 0b 02 00000001 04 0a 02 6869");
+        assert!(matches!(
+            dest(&by_ref),
+            Err(FramingError::BadDestination { .. })
+        ));
+        assert_eq!(
+            to_value(&by_ref).unwrap(),
+            Value::Array(vec![Value::Str("hi".into())])
+        );
+        // A class index no `SX_BLESS` introduced (none can come before element 0).
+        assert!(matches!(
+            dest(&hex("05 0b 02 00000001 12 00 0a 02 6869")),
+            Err(FramingError::Malformed { .. })
+        ));
     }
 
     #[test]
