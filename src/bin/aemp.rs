@@ -88,6 +88,9 @@ enum Command {
         /// The port id.
         port: String,
     },
+    /// Print the nodes of the seed's network as one JSON object: node id → its listener
+    /// addresses and whether it answered now (`{"addrs": [...], "up": true}`).
+    Nodes,
     /// Measure the link to the seed node with standard node-port requests.
     Bench {
         /// rtt (ping-pong), window (W in flight) or oneway (devnull, closed by time).
@@ -219,10 +222,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Run { bind, .. } => bind.clone(),
         _ => Vec::new(),
     };
-    let config = node_config(&c, binds, timeout)?;
+    let mut config = node_config(&c, binds, timeout)?;
+    // Seeds are kept (dialled again until they answer); on P2 links the first one up
+    // becomes our master, which finds any other node of its network for us.
+    config.seeds = c.seed.clone();
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
     if let Command::Run { sink, stdin, .. } = &cli.command {
-        return serve(&node, &c.seed, sink, *stdin).await;
+        return serve(&node, sink, *stdin).await;
     }
     let seed_node = connect_seed(&node, &c.seed, timeout).await?;
     match cli.command {
@@ -230,6 +236,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Snd { port, args } => send_with_receipt(&node, &port, &args, timeout).await,
         Command::Cal { port, args } => call(&node, &port, &args, timeout).await,
         Command::Mon { port } => print_kill_reason(&node, &port).await,
+        Command::Nodes => print_nodes(&node, timeout).await,
         Command::Bench {
             mode,
             n,
@@ -265,9 +272,10 @@ fn node_config(c: &Common, binds: Vec<String>, timeout: Duration) -> Result<Node
     })
 }
 
-/// `aemp run`: announces the node and its echo port (and sinks), dials the seeds and prints
-/// node up/down events until interrupted; with `stdin`, runs the commands read there.
-async fn serve(node: &Node, seeds: &[String], sinks: &[String], stdin: bool) -> Result<(), String> {
+/// `aemp run`: announces the node and its echo port (and sinks) and prints node up/down events
+/// until interrupted (the node keeps its seeds linked); with `stdin`, runs the commands read
+/// there.
+async fn serve(node: &Node, sinks: &[String], stdin: bool) -> Result<(), String> {
     // The sinks are made before this task first yields, so before the listeners can have
     // accepted anything: no early message finds them missing.
     for name in sinks {
@@ -281,9 +289,6 @@ async fn serve(node: &Node, seeds: &[String], sinks: &[String], stdin: bool) -> 
         actix::spawn(run_commands(node.clone()));
     }
     let mut events = node.node_events();
-    for seed in seeds {
-        node.connect(seed.clone());
-    }
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -415,7 +420,7 @@ async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Resul
     let seed = seeds.first().ok_or("--seed HOST:PORT is required")?;
     let mut events = node.node_events();
     let mut errors = node.link_errors();
-    node.connect(seed.clone());
+    // The node dials its seeds itself (see `run`).
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::select! {
@@ -430,6 +435,46 @@ async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Resul
             }
         }
     }
+}
+
+/// `aemp nodes`: the network's address book (from the master on P2, from the 1.x mesh
+/// otherwise), each node probed with a `time` request.
+async fn print_nodes(node: &Node, timeout: Duration) -> Result<(), String> {
+    let mut book = node.known_nodes();
+    if node.master().is_some() {
+        let family = tokio::time::timeout(timeout, node.db_family("'l"))
+            .await
+            .map_err(|_| format!("no answer from the master within {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+        for (id, addrs) in family {
+            let addrs = addrs.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|a| a.as_str().map(|a| a.into_owned()))
+                    .collect()
+            });
+            book.insert(id, addrs.unwrap_or_default());
+        }
+    } else {
+        // 1.x: the seed's helper tells us the nodes it knows right after the link is up.
+        tokio::time::sleep(timeout.min(Duration::from_secs(1))).await;
+        book.extend(node.known_nodes());
+    }
+    book.remove(node.id());
+    let probes = book.keys().map(|id| {
+        let answer = node.cal(id, vec![Value::Str("time".into())], timeout);
+        async move { answer.await.is_some() }
+    });
+    let up = futures_util::future::join_all(probes).await;
+    let entries = book.into_iter().zip(up).map(|((id, addrs), up)| {
+        let addrs = Value::Array(addrs.into_iter().map(Value::Str).collect());
+        let entry = vec![
+            ("addrs".to_owned(), addrs),
+            ("up".to_owned(), Value::Bool(up)),
+        ];
+        (id, Value::Map(entry))
+    });
+    println!("{}", Value::Map(entries.collect()));
+    Ok(())
 }
 
 /// `aemp bench`: measures the link to `target` with standard node-port requests and prints one

@@ -44,8 +44,15 @@ pub struct NodeConfig {
     pub allow_cleartext: bool,
     /// Addresses to listen on (`host:port`, port 0 allowed). Empty: a node without listeners.
     pub binds: Vec<String>,
-    /// Addresses of nodes to dial at start (their ids are learned from their greetings).
+    /// Addresses of our seed nodes (their ids are learned from their greetings). The node
+    /// keeps a link to every seed for as long as it runs: a seed that is not up yet, or that
+    /// went away, is dialled again with back-off (0.6–1.2 s at first, doubling up to
+    /// `seed_retry_max`). On P2 links (and between Rust nodes) seeds act as global nodes:
+    /// the first one up becomes this node's master, which resolves other node ids for it.
     pub seeds: Vec<String>,
+    /// The longest pause between two rounds of seed dialling (Perl's `monitor_timeout` plays
+    /// this part); also bounds the back-off of a global node's links to the other globals.
+    pub seed_retry_max: Duration,
     /// The dialect policy.
     pub dialect: DialectMode,
     /// How long a handshake may take.
@@ -108,6 +115,7 @@ impl Default for NodeConfig {
             allow_cleartext: false,
             binds: vec!["127.0.0.1:0".into()],
             seeds: Vec::new(),
+            seed_retry_max: Duration::from_secs(30),
             dialect: DialectMode::Auto {
                 default: Dialect::P0,
             },
@@ -137,6 +145,7 @@ impl fmt::Debug for NodeConfig {
             allow_cleartext,
             binds,
             seeds,
+            seed_retry_max,
             dialect,
             handshake_timeout,
             max_handshakes,
@@ -158,6 +167,7 @@ impl fmt::Debug for NodeConfig {
             .field("allow_cleartext", allow_cleartext)
             .field("binds", binds)
             .field("seeds", seeds)
+            .field("seed_retry_max", seed_retry_max)
             .field("dialect", dialect)
             .field("handshake_timeout", handshake_timeout)
             .field("max_handshakes", max_handshakes)

@@ -18,6 +18,7 @@ pub(crate) mod port_stream;
 mod ports;
 mod rcv;
 pub(crate) mod registry;
+mod seeds;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -79,6 +80,14 @@ pub enum NodeError {
     NotASequence {
         /// The destination.
         port: String,
+    },
+    /// A query of the network's database got no usable answer.
+    #[error("query of family {family:?} failed: {reason}")]
+    Query {
+        /// The family asked about.
+        family: String,
+        /// Why.
+        reason: &'static str,
     },
     /// The link to a node failed while an awaitable send was waiting.
     #[error("link to node {node} is gone: {reason}")]
@@ -441,11 +450,7 @@ impl Node {
             write(&shared.runtime.listeners).push(bound);
         }
         peer::started(&shared);
-        for seed in &shared.config.seeds {
-            shared
-                .registry
-                .do_send(registry::Dial { addr: seed.clone() });
-        }
+        shared.registry.do_send(registry::StartSeeding);
         tracing::info!(node = %shared.id, listeners = ?read(&shared.runtime.listeners), "node started");
         Ok(Node { shared })
     }

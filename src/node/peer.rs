@@ -2,7 +2,7 @@
 //! §3.5, with the [`Spawner`] state: init functions, spawn names, recently failed spawns),
 //! requests with a reply (`cal`), and the node's views of the global services.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use actix::Actor;
 use tokio::sync::oneshot;
 
 use super::global;
-use super::{Message, Node, Shared, lock, read, write};
+use super::{Message, Node, NodeError, Shared, lock, read, write};
 use crate::proto::node_request::tag;
 use crate::proto::value::Value;
 
@@ -347,5 +347,72 @@ impl Node {
     /// global services told).
     pub fn known_listeners(&self, node: &str) -> Option<Vec<String>> {
         self.shared.global().listeners_of(node)
+    }
+
+    /// Every node whose listeners this node knows (itself included), with them: on a global
+    /// node the whole network, elsewhere what links and the 1.x mesh told it.
+    pub fn known_nodes(&self) -> BTreeMap<String, Vec<String>> {
+        self.shared.global().known_listeners()
+    }
+
+    /// The global node this node is bound to (itself on a global node): the first of its seeds
+    /// that came up, replaced by another up seed when it goes away. `None` without an up seed
+    /// that speaks the P2 cluster protocol (a Perl 2.x or Rust node).
+    pub fn master(&self) -> Option<String> {
+        self.shared.global().master().map(str::to_owned)
+    }
+
+    /// Whether this node is a global node: one of its seed addresses is itself, or another
+    /// node made it its seed (`g_slave`).
+    pub fn is_global(&self) -> bool {
+        self.shared.global().is_global()
+    }
+
+    /// Perl's `db_family`: a family of the network's database (`'l`: node id → listeners),
+    /// as the master (or this node, if global) holds it. Waits for a master; bound it with a
+    /// timeout.
+    pub async fn db_family(&self, family: &str) -> Result<BTreeMap<String, Value>, NodeError> {
+        match self.db_query(tag::G_DB_FAMILY, family).await? {
+            Value::Map(entries) => Ok(entries.into_iter().collect()),
+            Value::Null => Ok(BTreeMap::new()),
+            _ => Err(NodeError::Query {
+                family: family.to_owned(),
+                reason: "the answer is not a map",
+            }),
+        }
+    }
+
+    /// Perl's `db_keys`: the keys of a family (see [`Node::db_family`]).
+    pub async fn db_keys(&self, family: &str) -> Result<Vec<String>, NodeError> {
+        let keys = self.db_query(tag::G_DB_KEYS, family).await?;
+        let keys = keys.as_array().and_then(|k| {
+            k.iter()
+                .map(|k| k.as_str().map(|k| k.into_owned()))
+                .collect::<Option<Vec<_>>>()
+        });
+        keys.ok_or_else(|| NodeError::Query {
+            family: family.to_owned(),
+            reason: "the answer is not a list of keys",
+        })
+    }
+
+    /// Perl's `db_values`: the values of a family (see [`Node::db_family`]).
+    pub async fn db_values(&self, family: &str) -> Result<Vec<Value>, NodeError> {
+        match self.db_query(tag::G_DB_VALUES, family).await? {
+            Value::Array(values) => Ok(values),
+            _ => Err(NodeError::Query {
+                family: family.to_owned(),
+                reason: "the answer is not a list",
+            }),
+        }
+    }
+
+    async fn db_query(&self, tag: &'static str, family: &str) -> Result<Value, NodeError> {
+        global::query(&self.shared, tag, family)
+            .await
+            .map_err(|_| NodeError::Query {
+                family: family.to_owned(),
+                reason: "the node shut down",
+            })
     }
 }

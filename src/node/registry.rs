@@ -15,9 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, SpawnHandle};
+use rand::RngExt as _;
 
 use super::inbound::Inbound;
+use super::seeds::Seeds;
 use super::{DialectMode, DownReason, LinkError, Shared, global};
 use crate::net::LinkEnd;
 use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
@@ -60,6 +62,14 @@ pub(crate) struct Addresses {
     pub addrs: Vec<String>,
 }
 
+/// Keep links to exactly these nodes (the other global nodes), redialling with back-off.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct KeepAlive {
+    /// The node ids.
+    pub nodes: Vec<String>,
+}
+
 /// Stop every link.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
@@ -96,10 +106,20 @@ pub(crate) struct NodeRegistry {
     rust: HashSet<u64>,
     /// Address → the dialect its listener last showed (for dialling in `DialectMode::Auto`).
     dialects: HashMap<String, Dialect>,
+    /// Our seeds: kept linked for as long as we run.
+    seeds: Seeds,
+    /// Nodes we keep links to (the other global nodes, on a global node), and the back-off.
+    keepalive: HashSet<String>,
+    keepalive_retry: Duration,
+    /// The pending rounds of seed dialling and of keepalive dialling.
+    seed_timer: Option<SpawnHandle>,
+    keepalive_timer: Option<SpawnHandle>,
 }
 
 impl NodeRegistry {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let shared_seeds = shared.config.seeds.clone();
+        let seed_retry_max = shared.config.seed_retry_max;
         NodeRegistry {
             shared,
             dials: HashMap::new(),
@@ -110,6 +130,11 @@ impl NodeRegistry {
             outgoing: HashMap::new(),
             rust: HashSet::new(),
             dialects: HashMap::new(),
+            seeds: Seeds::new(&shared_seeds, seed_retry_max),
+            keepalive: HashSet::new(),
+            keepalive_retry: Duration::ZERO,
+            seed_timer: None,
+            keepalive_timer: None,
         }
     }
 
@@ -145,9 +170,73 @@ impl NodeRegistry {
             return;
         }
         let addrs = self.addresses.get(node).cloned().unwrap_or_default();
+        if addrs.is_empty() {
+            // Ask the network (our master, or our 1.x mesh); an answer comes as `Addresses`.
+            global::lookup(&self.shared, node);
+        }
         for addr in addrs {
             self.dial(addr, Some(node.to_owned()), false);
         }
+    }
+
+    /// Whether a dial of ours to `addr` is under way.
+    fn dialling_addr(&self, addr: &str) -> bool {
+        self.outgoing.values().any(|(a, _, _)| a == addr)
+    }
+
+    /// One round of seed dialling: every seed that is not up and not being dialled; another
+    /// round after the back-off while any is missing.
+    fn seed_all(&mut self, ctx: &mut Context<Self>) {
+        self.seed_timer = None;
+        let due = self
+            .seeds
+            .due(|n| self.up.contains_key(n), |a| self.dialling_addr(a));
+        for addr in due {
+            tracing::debug!(node = %self.shared.id, %addr, "dialling seed");
+            self.dial(addr, None, false);
+        }
+        if self.seeds.missing(|n| self.up.contains_key(n)) {
+            let delay = self.seeds.next_delay();
+            self.seed_timer = Some(ctx.run_later(delay, |act, ctx| act.seed_all(ctx)));
+        }
+    }
+
+    /// A seed link went down (or seeding starts): a round now, back-off from the start.
+    fn seed_again(&mut self, ctx: &mut Context<Self>) {
+        self.seeds.restart();
+        if let Some(timer) = self.seed_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.seed_timer = Some(ctx.run_later(Duration::ZERO, |act, ctx| act.seed_all(ctx)));
+    }
+
+    /// One round of keepalive dialling (Perl's `keepalive_all`), with back-off.
+    fn keepalive_all(&mut self, ctx: &mut Context<Self>) {
+        self.keepalive_timer = None;
+        let down: Vec<String> = self
+            .keepalive
+            .iter()
+            .filter(|n| !self.up.contains_key(*n))
+            .cloned()
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        for node in &down {
+            self.dial_node(node);
+        }
+        self.keepalive_retry = (self.keepalive_retry * 2).min(self.shared.config.seed_retry_max);
+        let delay = self.keepalive_retry;
+        self.keepalive_timer = Some(ctx.run_later(delay, |act, ctx| act.keepalive_all(ctx)));
+    }
+
+    fn keepalive_again(&mut self, ctx: &mut Context<Self>) {
+        self.keepalive_retry = Duration::from_secs_f64(rand::rng().random_range(0.3..0.6));
+        if let Some(timer) = self.keepalive_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.keepalive_timer =
+            Some(ctx.run_later(Duration::ZERO, |act, ctx| act.keepalive_all(ctx)));
     }
 
     /// Whether we have a connection of our own to `node` under way (other than `except`).
@@ -171,6 +260,20 @@ impl NodeRegistry {
         });
     }
 
+    /// A dial of ours to a seed address reached `node` (its line 1 says so, authenticated or
+    /// not, as Perl learns it): a seed whose link is up already now counts as one.
+    fn learn_seed(&mut self, conn: u64, node: &str) {
+        let Some((addr, _, _)) = self.outgoing.get(&conn) else {
+            return;
+        };
+        if *node == *self.shared.id || !self.seeds.is_seed(addr) {
+            return;
+        }
+        if self.seeds.learn(&addr.clone(), node) && self.up.contains_key(node) {
+            global::seed_up(&self.shared, node);
+        }
+    }
+
     fn forget(&mut self, conn: u64, node: &str) {
         self.dials.remove(&conn);
         if let Some(hs) = self.handshakes.get_mut(node) {
@@ -186,6 +289,18 @@ impl Actor for NodeRegistry {
     type Context = Context<Self>;
 }
 
+/// Start keeping links to the seeds (once the node knows its listeners).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct StartSeeding;
+
+impl Handler<StartSeeding> for NodeRegistry {
+    type Result = ();
+    fn handle(&mut self, _: StartSeeding, ctx: &mut Context<Self>) {
+        self.seed_again(ctx);
+    }
+}
+
 impl Handler<Dial> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Dial, _: &mut Context<Self>) {
@@ -196,7 +311,25 @@ impl Handler<Dial> for NodeRegistry {
 impl Handler<Addresses> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Addresses, _: &mut Context<Self>) {
+        let waiting = !msg.addrs.is_empty()
+            && self.connecting.contains_key(&msg.node)
+            && !self.up.contains_key(&msg.node);
+        let node = msg.node.clone();
         self.addresses.insert(msg.node, msg.addrs);
+        // Messages wait for it: dial now (unless a dial of ours is under way).
+        if waiting {
+            self.dial_node(&node);
+        }
+    }
+}
+
+impl Handler<KeepAlive> for NodeRegistry {
+    type Result = ();
+    fn handle(&mut self, msg: KeepAlive, ctx: &mut Context<Self>) {
+        self.keepalive = msg.nodes.into_iter().collect();
+        if self.keepalive.iter().any(|n| !self.up.contains_key(n)) {
+            self.keepalive_again(ctx);
+        }
     }
 }
 
@@ -245,6 +378,7 @@ impl Handler<Line1> for NodeRegistry {
             outgoing,
             rust,
         } = msg;
+        self.learn_seed(conn, &node);
         // Perl's rule, which Perl peers rely on; but a node that dials us long after its link
         // came up was restarted, and may replace that link once it has authenticated (`Up`).
         if let Some(link) = self.up.get(&node)
@@ -321,12 +455,14 @@ impl Handler<Up> for NodeRegistry {
         self.connecting.remove(&msg.node);
         tracing::info!(node = %self.shared.id, peer = %msg.node, %dialect, rust, "node up");
         self.shared.link_up(&msg.node, msg.link);
+        let seed = self.seeds.is_seed_node(&msg.node);
         global::node_up(
             &self.shared,
             &msg.node,
             dialect,
             rust,
             msg.dialled.as_deref(),
+            seed,
         );
         Some(Box::new(Inbound::new(
             self.shared.clone(),
@@ -338,8 +474,17 @@ impl Handler<Up> for NodeRegistry {
 
 impl Handler<Down> for NodeRegistry {
     type Result = ();
-    fn handle(&mut self, msg: Down, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Down, ctx: &mut Context<Self>) {
         self.shared.runtime.connection_closed();
+        if let Some((addr, _, _)) = self.outgoing.get(&msg.conn)
+            && self.seeds.is_seed(addr)
+            && msg.node.as_deref() == Some(&*self.shared.id)
+        {
+            // As in Perl: a seed that is ourselves is dropped, and makes us a global node.
+            tracing::info!(node = %self.shared.id, seed = %addr, "a seed address is this node");
+            self.seeds.drop_seed(&addr.clone());
+            global::seed_is_us(&self.shared);
+        }
         if let (false, LinkEnd::Failed(error)) = (msg.was_up, &msg.end) {
             let _ = self.shared.events.link_errors.send(LinkError {
                 addr: msg.addr.clone(),
@@ -367,6 +512,12 @@ impl Handler<Down> for NodeRegistry {
             self.shared
                 .link_failed(&node, msg.conn, DownReason::Transport(msg.end));
             global::node_down(&self.shared, &node);
+            if self.seeds.is_seed_node(&node) {
+                self.seed_again(ctx);
+            }
+            if self.keepalive.contains(&node) {
+                self.keepalive_again(ctx);
+            }
         }
     }
 }
