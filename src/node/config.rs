@@ -42,9 +42,19 @@ pub struct NodeConfig {
     /// (the minimal client of the AnyEvent::MP documentation), ideally inside TLS. This node
     /// never sends `cleartext` itself.
     pub allow_cleartext: bool,
-    /// Addresses to listen on (`host:port`, port 0 allowed). Empty: a node without listeners.
+    /// Addresses to listen on, in Perl's syntax ([`crate::net::addr`]); each entry may be a
+    /// comma-separated list of `host:port`, `[v6]:port`, a bare `port` (this machine's host
+    /// name) or `*:port` (every interface address but loopback). Port `*` or 0: ephemeral.
+    /// Every address an entry stands for gets its own listener, and the node announces what
+    /// was actually bound (`ip:port`, ports resolved); `*` with port 0 uses one port on all
+    /// its addresses where it can. `*` on a machine with nothing but loopback falls back to
+    /// `127.0.0.1` (and `::1`) with a warning, where Perl would have no listener. Empty: a node
+    /// without listeners. Default: `127.0.0.1:0`.
     pub binds: Vec<String>,
-    /// Addresses of nodes to dial at start (their ids are learned from their greetings).
+    /// Addresses of nodes to dial at start (their ids are learned from their greetings), in
+    /// the syntax of `binds`: an entry that resolves to several addresses dials each. Parsed at
+    /// start (a bad one fails [`Node::start`](super::Node::start)), resolved in the background
+    /// (one that does not resolve is logged).
     pub seeds: Vec<String>,
     /// The dialect policy.
     pub dialect: DialectMode,
