@@ -1,5 +1,6 @@
 //! `aemp`: run a node, or talk to any AEMP node (Rust or Perl) from the command line.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,9 @@ struct Common {
     /// The shared secret.
     #[arg(long, env = "AEMP_SECRET", global = true, default_value = "")]
     secret: String,
-    /// A node to dial (HOST:PORT); repeatable.
+    /// Nodes to dial, in Perl's syntax: HOST:PORT, [V6]:PORT, PORT (this host's name), *:PORT
+    /// (this host's interface addresses); a comma-separated list, or repeated. A name dials
+    /// every address it resolves to.
     #[arg(long, global = true)]
     seed: Vec<String>,
     /// This node's id (`anon/` gets a random suffix).
@@ -55,7 +58,9 @@ struct Common {
 enum Command {
     /// Run a node until interrupted.
     Run {
-        /// Addresses to listen on.
+        /// Addresses to listen on, in Perl's syntax: HOST:PORT, [V6]:PORT, PORT (this host's
+        /// name), *:PORT (every interface address but loopback); port * or 0 is ephemeral; a
+        /// comma-separated list, or repeated.
         #[arg(long, default_value = "127.0.0.1:4040")]
         bind: Vec<String>,
         /// Also a port with this name that prints every message it receives as
@@ -223,14 +228,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         _ => Vec::new(),
     };
     let mut config = node_config(&c, binds, timeout)?;
+    let seeds = aemp::net::addr::resolve_all(&c.seed)
+        .await
+        .map_err(|e| format!("--seed {e}"))?;
     // Seeds are kept (dialled again until they answer); on P2 links the first one up
     // becomes our master, which finds any other node of its network for us.
-    config.seeds = c.seed.clone();
+    config.seeds = seeds.iter().map(ToString::to_string).collect();
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
     if let Command::Run { sink, stdin, .. } = &cli.command {
         return serve(&node, sink, *stdin).await;
     }
-    let seed_node = connect_seed(&node, &c.seed, timeout).await?;
+    let seed_node = connect_seed(&node, &seeds, timeout).await?;
     match cli.command {
         Command::Run { .. } | Command::Gencert { .. } => Ok(()),
         Command::Snd { port, args } => send_with_receipt(&node, &port, &args, timeout).await,
@@ -415,12 +423,23 @@ async fn wait(rx: &mut PortStream, timeout: Duration) -> Option<Message> {
         .flatten()
 }
 
-/// Dials the seed and waits for its link; returns its node id, or the reason it failed.
-async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Result<String, String> {
-    let seed = seeds.first().ok_or("--seed HOST:PORT is required")?;
+/// Dials every seed address and waits for the first link; returns its node id, or why none came
+/// up (the last error once every address failed).
+async fn connect_seed(
+    node: &Node,
+    seeds: &[SocketAddr],
+    timeout: Duration,
+) -> Result<String, String> {
+    if seeds.is_empty() {
+        return Err("--seed HOST:PORT is required".into());
+    }
     let mut events = node.node_events();
     let mut errors = node.link_errors();
-    // The node dials its seeds itself (see `run`).
+    // The node dials its seeds itself (see `run`); one may be up already.
+    if let Some(up) = node.up_nodes().into_iter().next() {
+        return Ok(up);
+    }
+    let mut failed = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::select! {
@@ -428,10 +447,14 @@ async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Resul
                 return Ok(ev.node);
             },
             err = errors.recv() => if let Ok(err) = err {
-                return Err(err.error.to_string());
+                failed.insert(err.addr.clone());
+                if failed.len() >= seeds.len() {
+                    return Err(err.error.to_string());
+                }
             },
             () = tokio::time::sleep_until(deadline) => {
-                return Err(format!("no link to {seed} within {timeout:?}"));
+                let all: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+                return Err(format!("no link to {} within {timeout:?}", all.join(",")));
             }
         }
     }

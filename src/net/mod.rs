@@ -1,5 +1,6 @@
 //! The socket side: transports, listeners, TLS, and the contract with the node that runs them.
 
+pub mod addr;
 pub(crate) mod contract;
 mod handshake;
 mod handshake_gate;

@@ -42,13 +42,23 @@ pub struct NodeConfig {
     /// (the minimal client of the AnyEvent::MP documentation), ideally inside TLS. This node
     /// never sends `cleartext` itself.
     pub allow_cleartext: bool,
-    /// Addresses to listen on (`host:port`, port 0 allowed). Empty: a node without listeners.
+    /// Addresses to listen on, in Perl's syntax ([`crate::net::addr`]); each entry may be a
+    /// comma-separated list of `host:port`, `[v6]:port`, a bare `port` (this machine's host
+    /// name) or `*:port` (every interface address but loopback). Port `*` or 0: ephemeral.
+    /// Every address an entry stands for gets its own listener, and the node announces what
+    /// was actually bound (`ip:port`, ports resolved); `*` with port 0 uses one port on all
+    /// its addresses where it can. `*` on a machine with nothing but loopback falls back to
+    /// `127.0.0.1` (and `::1`) with a warning, where Perl would have no listener. Empty: a node
+    /// without listeners. Default: `127.0.0.1:0`.
     pub binds: Vec<String>,
-    /// Addresses of our seed nodes (their ids are learned from their greetings). The node
-    /// keeps a link to every seed for as long as it runs: a seed that is not up yet, or that
-    /// went away, is dialled again with back-off (0.6–1.2 s at first, doubling up to
-    /// `seed_retry_max`). On P2 links (and between Rust nodes) seeds act as global nodes:
-    /// the first one up becomes this node's master, which resolves other node ids for it.
+    /// Addresses of our seed nodes, in the syntax of `binds` (an entry that resolves to several
+    /// addresses stands for each; parsed at start, where a bad one fails
+    /// [`Node::start`](super::Node::start); resolved in the background, one that does not
+    /// resolve is logged). Their ids are learned from their greetings. The node keeps a link to
+    /// every seed for as long as it runs: a seed that is not up yet, or that went away, is
+    /// dialled again with back-off (0.6–1.2 s at first, doubling up to `seed_retry_max`). On
+    /// P2 links (and between Rust nodes) seeds act as global nodes: the first one up becomes
+    /// this node's master, which resolves other node ids for it.
     pub seeds: Vec<String>,
     /// The longest pause between two rounds of seed dialling (Perl's `monitor_timeout` plays
     /// this part); also bounds the back-off of a global node's links to the other globals.

@@ -40,6 +40,7 @@ use port_stream::{Inbox, StreamQueue};
 pub use ports::{MonitorGuard, Port};
 pub use rcv::{PortContext, Rcv};
 
+use crate::net::addr::{self, AddrError};
 use crate::net::contract::{TransportConfig, TransportHooks};
 use crate::net::log_throttle::{self, LogThrottle, Verdict};
 use crate::net::{LinkEnd, TransportError};
@@ -60,6 +61,15 @@ pub enum NodeError {
         addr: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A bind or seed address that cannot be used: bad syntax, or (binds only) a host that does
+    /// not resolve. The error names the text.
+    #[error("cannot use {role} address {source}")]
+    Address {
+        /// Which list it is in.
+        role: AddressRole,
+        /// What is wrong with it.
+        source: AddrError,
     },
     /// A message could not be encoded.
     #[error("cannot encode message for {port}: {source}")]
@@ -97,6 +107,24 @@ pub enum NodeError {
         /// Why.
         reason: DownReason,
     },
+}
+
+/// Which of [`NodeConfig`]'s address lists an [`NodeError::Address`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressRole {
+    /// `binds`.
+    Bind,
+    /// `seeds`.
+    Seed,
+}
+
+impl std::fmt::Display for AddressRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AddressRole::Bind => "bind",
+            AddressRole::Seed => "seed",
+        })
+    }
 }
 
 /// Why a node's link went down, or why a node that was never up is given up on. Its text is the
@@ -363,8 +391,8 @@ impl Shared {
         shared
     }
 
-    /// Listens on `addr`: each accepted connection becomes a transport on a worker.
-    async fn listen(self: &Arc<Self>, addr: &str) -> Result<SocketAddr, NodeError> {
+    /// Serves a bound listener: each accepted connection becomes a transport on a worker.
+    fn listen(self: &Arc<Self>, listener: tokio::net::TcpListener, local: SocketAddr) {
         let shared = self.clone();
         let on_accept = move |stream: std::net::TcpStream, peer: SocketAddr| {
             let rt = &shared.runtime;
@@ -393,12 +421,8 @@ impl Shared {
                 shared.runtime.next_id(),
             );
         };
-        crate::net::listener::listen(addr, self.runtime.stopping(), on_accept)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: addr.to_owned(),
-                source,
-            })
+        crate::net::listener::serve(listener, local, self.runtime.stopping(), on_accept);
+        write(&self.runtime.listeners).push(local);
     }
 }
 
@@ -434,6 +458,13 @@ impl Node {
     /// Starts a node inside the running actix system: binds its listeners, starts its
     /// workers and registry, and dials its seeds.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        // What can fail is done before any thread or actor starts: a typo in the configuration
+        // or a port in use leaves nothing behind.
+        let seeds = addr::parse_all(&config.seeds).map_err(|source| NodeError::Address {
+            role: AddressRole::Seed,
+            source,
+        })?;
+        let listeners = bind_all(&config.binds).await?;
         let workers = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -445,12 +476,25 @@ impl Node {
             .chain((1..workers).map(|_| actix::Arbiter::new().handle()))
             .collect();
         let shared = Shared::start(config, workers);
-        for addr in &shared.config.binds {
-            let bound = shared.listen(addr).await?;
-            write(&shared.runtime.listeners).push(bound);
+        for (listener, local) in listeners {
+            shared.listen(listener, local);
         }
         peer::started(&shared);
-        shared.registry.do_send(registry::StartSeeding);
+        // Seeds resolve in the background (a slow resolver must not hold the start up); one
+        // that does not resolve is like one that does not answer: logged, not fatal. The
+        // registry then keeps every address linked.
+        let registry = shared.registry.clone();
+        let id = shared.id.clone();
+        actix::spawn(async move {
+            let mut resolved = Vec::new();
+            for seed in seeds {
+                match addr::resolve(&seed).await {
+                    Ok(addrs) => resolved.extend(addrs.iter().map(ToString::to_string)),
+                    Err(e) => tracing::warn!(node = %id, "seed {seed}: {e}"),
+                }
+            }
+            registry.do_send(registry::StartSeeding { addrs: resolved });
+        });
         tracing::info!(node = %shared.id, listeners = ?read(&shared.runtime.listeners), "node started");
         Ok(Node { shared })
     }
@@ -777,6 +821,36 @@ impl Node {
         self.shared.runtime.shutdown();
         self.shared.registry.do_send(registry::Shutdown);
     }
+}
+
+/// Resolves and binds every bind address, in order (an element of Perl's syntax may stand for
+/// several). All are parsed before any is resolved, so that a typo is reported first. An
+/// address with a fixed port that an earlier element bound already is not bound again (as Perl
+/// skips a bind it has).
+async fn bind_all(
+    binds: &[String],
+) -> Result<Vec<(tokio::net::TcpListener, SocketAddr)>, NodeError> {
+    let bad = |source| NodeError::Address {
+        role: AddressRole::Bind,
+        source,
+    };
+    let mut bound = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for endpoint in addr::parse_all(binds).map_err(bad)? {
+        let group: Vec<SocketAddr> = addr::resolve(&endpoint)
+            .await
+            .map_err(bad)?
+            .into_iter()
+            .filter(|sa| sa.port() == 0 || bound.insert(*sa))
+            .collect();
+        let listeners =
+            crate::net::listener::bind_group(&group).map_err(|(addr, source)| NodeError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        out.extend(listeners);
+    }
+    Ok(out)
 }
 
 impl std::fmt::Debug for Node {

@@ -118,7 +118,6 @@ pub(crate) struct NodeRegistry {
 
 impl NodeRegistry {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let shared_seeds = shared.config.seeds.clone();
         let seed_retry_max = shared.config.seed_retry_max;
         NodeRegistry {
             shared,
@@ -130,7 +129,7 @@ impl NodeRegistry {
             outgoing: HashMap::new(),
             rust: HashSet::new(),
             dialects: HashMap::new(),
-            seeds: Seeds::new(&shared_seeds, seed_retry_max),
+            seeds: Seeds::new(seed_retry_max),
             keepalive: HashSet::new(),
             keepalive_retry: Duration::ZERO,
             seed_timer: None,
@@ -289,14 +288,18 @@ impl Actor for NodeRegistry {
     type Context = Context<Self>;
 }
 
-/// Start keeping links to the seeds (once the node knows its listeners).
+/// Start keeping links to these seed addresses (once the node knows its listeners).
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-pub(crate) struct StartSeeding;
+pub(crate) struct StartSeeding {
+    /// The seeds, resolved.
+    pub addrs: Vec<String>,
+}
 
 impl Handler<StartSeeding> for NodeRegistry {
     type Result = ();
-    fn handle(&mut self, _: StartSeeding, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: StartSeeding, ctx: &mut Context<Self>) {
+        self.seeds.add(msg.addrs);
         self.seed_again(ctx);
     }
 }

@@ -20,11 +20,18 @@ pub(crate) struct Seeds {
 }
 
 impl Seeds {
-    pub fn new(addrs: &[String], max: Duration) -> Seeds {
+    pub fn new(max: Duration) -> Seeds {
         Seeds {
-            nodes: addrs.iter().map(|a| (a.clone(), None)).collect(),
+            nodes: BTreeMap::new(),
             retry: Duration::ZERO,
             max,
+        }
+    }
+
+    /// More seed addresses to keep linked.
+    pub fn add(&mut self, addrs: impl IntoIterator<Item = String>) {
+        for addr in addrs {
+            self.nodes.entry(addr).or_default();
         }
     }
 
@@ -88,10 +95,8 @@ mod tests {
 
     #[test]
     fn due_skips_up_and_dialling_seeds_and_back_off_doubles_to_the_cap() {
-        let mut s = Seeds::new(
-            &["a:1".into(), "b:2".into(), "c:3".into()],
-            Duration::from_secs(5),
-        );
+        let mut s = Seeds::new(Duration::from_secs(5));
+        s.add(["a:1".into(), "b:2".into(), "c:3".into()]);
         assert!(s.learn("a:1", "A"));
         assert!(!s.learn("a:1", "A"));
         assert!(s.is_seed_node("A") && !s.is_seed_node("B"));

@@ -296,3 +296,76 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
         ))
     }
 }
+
+/// `n` network namespaces, each a "host" on one Ethernet segment: a veth pair per host joins it
+/// to a bridge in a namespace of its own. Host `i` has `10.202.0.(i+1)/24` and, where IPv6
+/// works, `fd42:202::(i+1)/64` (added without duplicate address detection, so that it is
+/// usable at once). Names carry the process id; everything is deleted on drop, panic or not.
+pub struct NetnsLan {
+    pub ns: Vec<String>,
+    switch: String,
+    pub ip4: Vec<String>,
+    /// The hosts' IPv6 addresses, or `None` where IPv6 could not be set up.
+    pub ip6: Option<Vec<String>>,
+}
+
+impl NetnsLan {
+    /// Makes the hosts, or says why it cannot (not root, no `ip`, no namespace or bridge
+    /// support).
+    pub fn create(tag: &str, n: usize) -> Result<NetnsLan, String> {
+        let pid = std::process::id();
+        let mut lan = NetnsLan {
+            ns: (0..n).map(|i| format!("aemp-{tag}-{pid}-{i}")).collect(),
+            switch: format!("aemp-{tag}-{pid}-sw"),
+            ip4: (0..n).map(|i| format!("10.202.0.{}", i + 1)).collect(),
+            ip6: None,
+        };
+        // A namespace left by an earlier process with this id would make `add` fail.
+        for ns in lan.ns.iter().chain([&lan.switch]) {
+            let _ = ip(&["netns", "del", ns]);
+            ip(&["netns", "add", ns])?;
+        }
+        let sw = lan.switch.clone();
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        for (i, ns) in lan.ns.iter().enumerate() {
+            // Interface names are at most 15 bytes.
+            let (dev, port) = (format!("{tag}{pid}h{i}"), format!("{tag}{pid}p{i}"));
+            assert!(dev.len() <= 15, "{dev}");
+            ip(&[
+                "link", "add", &dev, "netns", ns, "type", "veth", "peer", "name", &port, "netns",
+                &sw,
+            ])?;
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+            let cidr = format!("{}/24", lan.ip4[i]);
+            ip(&["-n", ns, "addr", "add", &cidr, "dev", &dev])?;
+            ip(&["-n", ns, "link", "set", &dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let ip6: Vec<String> = (0..n).map(|i| format!("fd42:202::{}", i + 1)).collect();
+        let v6 = lan.ns.iter().enumerate().try_for_each(|(i, ns)| {
+            let dev = format!("{tag}{pid}h{i}");
+            let cidr = format!("{}/64", ip6[i]);
+            ip(&["-n", ns, "-6", "addr", "add", &cidr, "dev", &dev, "nodad"])
+        });
+        match v6 {
+            Ok(()) => lan.ip6 = Some(ip6),
+            Err(e) => println!("no IPv6 between the hosts, IPv4 only: {e}"),
+        }
+        Ok(lan)
+    }
+
+    /// `ip netns exec <host i>`, to put in front of a command.
+    pub fn exec(&self, i: usize) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.ns[i]]
+    }
+}
+
+impl Drop for NetnsLan {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its interfaces: the veth pairs and the bridge go too.
+        for ns in self.ns.iter().chain([&self.switch]) {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
