@@ -21,7 +21,8 @@ fn run(name: &str, global: &[&str], run: &[&str]) -> Proc {
 
 /// A node named `id` with a sink port `in`, the given seeds, commands on stdin.
 fn node(id: &str, seeds: &[&str]) -> Proc {
-    let mut global = vec!["--nodeid", id];
+    // Messages for a node not found yet wait up to `--timeout` (connect timeout) for it.
+    let mut global = vec!["--nodeid", id, "--timeout", "15"];
     for s in seeds {
         global.extend(["--seed", s]);
     }
@@ -176,9 +177,12 @@ fn three_globals_and_ten_slaves_reach_each_other_and_a_killed_master_is_replaced
     let mut all: Vec<Proc> = globals.into_iter().chain(slaves).collect();
     everyone_reaches_everyone(&mut all, "hello");
 
-    // s0 streams to s5 (a direct link) while the slaves' master g0 is killed.
+    // s0 streams to s5 (a direct link) while the slaves' master g0 is killed; s1 has a
+    // message waiting for a node that does not exist yet, whose lookup g0 could not answer.
     let stream = Streamer::start(&all[3], "s5#in", 1, Duration::from_millis(5));
     all[8].wait_for(|l| rcv_number(l).is_some_and(|n| n >= 50), LONG);
+    all[4].command("snd late#in early");
+    std::thread::sleep(Duration::from_millis(200));
     all[0].kill9();
     for p in all.iter_mut().skip(1) {
         p.wait_for(|l| l.starts_with("DOWN g0 "), LONG);
@@ -202,7 +206,9 @@ fn three_globals_and_ten_slaves_reach_each_other_and_a_killed_master_is_replaced
 
     // A node that joins after the kill, seeded only at g1, is found by every slave through its
     // new master.
-    let late = node("late", &[seeds[1]]);
+    let mut late = node("late", &[seeds[1]]);
+    // The lookup s1 made before the kill is asked again of its new master: its message arrives.
+    late.wait_for(|l| l == "RCV in [\"early\"]", LONG);
     let mut rest: Vec<Proc> = all.drain(1..).collect();
     rest.push(late);
     everyone_reaches_everyone(&mut rest, "again");
