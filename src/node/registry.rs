@@ -8,8 +8,9 @@
 //!
 //! In [`DialectMode::Auto`] it remembers which dialect the listener at
 //! each address showed and dials again at once in that dialect when a handshake failed because
-//! the listener speaks another one. It also runs the global services' node-up and node-down
-//! hooks.
+//! the listener speaks another one (once per dial; that failure is not a [`LinkError`], and
+//! messages waiting for the node wait for the redial). It also runs the global services'
+//! node-up and node-down hooks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use super::inbound::Inbound;
 use super::{DialectMode, DownReason, LinkError, Shared, global};
 use crate::net::LinkEnd;
 use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
-use crate::net::transport;
+use crate::net::transport::{self, DialAs};
 use crate::proto::dialect::Dialect;
 
 /// How long a node's own handshake with us may run before we dial it ourselves anyway.
@@ -124,10 +125,14 @@ impl NodeRegistry {
         if let Some(node) = &node {
             self.dials.insert(conn, node.clone());
         }
-        // A dialler speaks what the listener at that address last showed.
-        let dialect = match self.shared.config.dialect {
-            DialectMode::Fixed(d) => d,
-            DialectMode::Auto { default } => self.dialects.get(&addr).copied().unwrap_or(default),
+        // A dialler speaks what the listener at that address last showed; in auto mode a
+        // mismatch is met with one redial (see the `Down` handler).
+        let how = match self.shared.config.dialect {
+            DialectMode::Fixed(dialect) => DialAs::fixed(dialect),
+            DialectMode::Auto { default } => DialAs {
+                dialect: self.dialects.get(&addr).copied().unwrap_or(default),
+                redials_on_mismatch: !redial,
+            },
         };
         self.outgoing.insert(conn, (addr.clone(), node, redial));
         transport::dial(
@@ -135,7 +140,7 @@ impl NodeRegistry {
             runtime.worker(),
             addr,
             conn,
-            dialect,
+            how,
         );
     }
 
@@ -340,25 +345,28 @@ impl Handler<Down> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: Down, _: &mut Context<Self>) {
         self.shared.runtime.connection_closed();
-        if let (false, LinkEnd::Failed(error)) = (msg.was_up, &msg.end) {
+        let target = self.dials.remove(&msg.conn);
+        self.rust.remove(&msg.conn);
+        let auto = matches!(self.shared.config.dialect, DialectMode::Auto { .. });
+        // The listener speaks another dialect: in auto mode, speak it (once per dial).
+        let redial = match (msg.mismatch, self.outgoing.remove(&msg.conn)) {
+            (Some(theirs), Some((addr, node, false))) if auto => Some((theirs, addr, node)),
+            _ => None,
+        };
+        // A mismatch we redial is no failure for whoever waits for the link: the redial's
+        // outcome is.
+        if let (None, false, LinkEnd::Failed(error)) = (&redial, msg.was_up, &msg.end) {
             let _ = self.shared.events.link_errors.send(LinkError {
                 addr: msg.addr.clone(),
                 error: error.clone(),
             });
         }
-        let target = self.dials.remove(&msg.conn);
-        self.rust.remove(&msg.conn);
-        if let (Some(theirs), Some((addr, _, redial))) =
-            (msg.mismatch, self.outgoing.remove(&msg.conn))
-        {
-            // The listener speaks another dialect: in auto mode, speak it (once per dial).
-            if matches!(self.shared.config.dialect, DialectMode::Auto { .. }) && !redial {
-                tracing::info!(node = %self.shared.id, %addr, dialect = %theirs, "dialling again in the listener's dialect");
-                self.dialects.insert(addr.clone(), theirs);
-                self.dial(addr, target.or_else(|| msg.node.clone()), true);
-            }
+        if let Some((theirs, addr, node)) = redial {
+            tracing::debug!(node = %self.shared.id, %addr, dialect = %theirs, "dialling again in the listener's dialect");
+            self.dialects.insert(addr.clone(), theirs);
+            // Messages queued for the node stay queued: the redial is a dial of that node.
+            self.dial(addr, target.or(node).or_else(|| msg.node.clone()), true);
         }
-        self.outgoing.remove(&msg.conn);
         let Some(node) = msg.node else { return };
         self.forget(msg.conn, &node);
         if self.up.get(&node).is_some_and(|l| l.conn == msg.conn) {
