@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use aemp::net::TransportError;
 use aemp::node::{DialectMode, Message, Node, NodeConfig, PortStream};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::value::Value;
@@ -29,7 +30,8 @@ struct Common {
     /// This node's id (`anon/` gets a random suffix).
     #[arg(long, global = true, default_value = "anon/")]
     nodeid: String,
-    /// The dialect to speak: auto, p0, p1a, p1b, p2.
+    /// The dialect to speak: auto (answer each dialler in its dialect; dial in p2, and again
+    /// in the listener's dialect if it speaks another), or always p0, p1a, p1b or p2.
     #[arg(long, global = true, default_value = "auto")]
     dialect: String,
     /// Seconds to wait for the seed and for answers.
@@ -196,9 +198,7 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 fn dialect_mode(name: &str) -> Result<DialectMode, String> {
     if name == "auto" {
-        return Ok(DialectMode::Auto {
-            default: Dialect::P0,
-        });
+        return Ok(DialectMode::default());
     }
     Dialect::from_name(name)
         .map(DialectMode::Fixed)
@@ -410,26 +410,60 @@ async fn wait(rx: &mut PortStream, timeout: Duration) -> Option<Message> {
         .flatten()
 }
 
+/// How long after a refused (or unanswered) connect the seed is dialled again.
+const SEED_RETRY: Duration = Duration::from_millis(500);
+
 /// Dials the seed and waits for its link; returns its node id, or the reason it failed.
+///
+/// A seed that cannot be connected to yet (it may be starting) is dialled again until the
+/// timeout, which then reports the last error. A first attempt in another dialect than the
+/// seed's is no error here: the node dials again in the seed's dialect (auto mode) and reports
+/// only that dial's failure. Any other failure (wrong secret, TLS, a fixed dialect the seed
+/// does not speak) ends the wait at once.
 async fn connect_seed(node: &Node, seeds: &[String], timeout: Duration) -> Result<String, String> {
+    use tokio::sync::broadcast::error::RecvError;
     let seed = seeds.first().ok_or("--seed HOST:PORT is required")?;
     let mut events = node.node_events();
     let mut errors = node.link_errors();
     node.connect(seed.clone());
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut retry_at = None;
+    let mut last_error = None;
     loop {
         tokio::select! {
-            ev = events.recv() => if let Ok(ev) = ev && ev.up {
-                return Ok(ev.node);
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.up => return Ok(ev.node),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err("the node stopped".into()),
             },
-            err = errors.recv() => if let Ok(err) = err {
-                return Err(err.error.to_string());
+            err = errors.recv() => match err {
+                Ok(err) if err.addr != *seed => {}
+                Ok(err) if not_reached(&err.error) => {
+                    last_error = Some(err.error.to_string());
+                    retry_at = Some(tokio::time::Instant::now() + SEED_RETRY);
+                }
+                Ok(err) => return Err(err.error.to_string()),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err("the node stopped".into()),
             },
+            () = tokio::time::sleep_until(retry_at.unwrap_or(deadline)), if retry_at.is_some() => {
+                retry_at = None;
+                node.connect(seed.clone());
+            }
             () = tokio::time::sleep_until(deadline) => {
-                return Err(format!("no link to {seed} within {timeout:?}"));
+                return Err(last_error
+                    .unwrap_or_else(|| format!("no link to {seed} within {timeout:?}")));
             }
         }
     }
+}
+
+/// Whether a dial failed before reaching any node (worth trying again while the seed starts).
+fn not_reached(error: &TransportError) -> bool {
+    matches!(
+        error,
+        TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }
+    )
 }
 
 /// `aemp bench`: measures the link to `target` with standard node-port requests and prints one
