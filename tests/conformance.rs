@@ -301,9 +301,7 @@ async fn fixture_node(secret: &[u8]) -> (Node, String) {
     let node = Node::start(NodeConfig {
         node_id: "rust-under-test/".into(),
         secret: secret.to_vec(),
-        dialect: DialectMode::Auto {
-            default: Dialect::P0,
-        },
+        dialect: DialectMode::default(),
         workers: 1,
         ..NodeConfig::default()
     })

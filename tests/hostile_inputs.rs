@@ -613,13 +613,7 @@ async fn start_under_test(id: &str, dialect: DialectMode) -> (Node, String) {
 #[actix_rt::test]
 async fn the_hostile_input_matrix() {
     let started = Instant::now();
-    let (node, echo) = start_under_test(
-        NODE,
-        DialectMode::Auto {
-            default: Dialect::P0,
-        },
-    )
-    .await;
+    let (node, echo) = start_under_test(NODE, DialectMode::default()).await;
     let (fixed, fixed_echo) = start_under_test(FIXED, DialectMode::Fixed(Dialect::P0)).await;
 
     let healthy = Node::start(NodeConfig::with_secret("k")).await.unwrap();

@@ -83,10 +83,7 @@ async fn messages_flow_both_ways_in_every_dialect() {
 async fn a_listener_on_auto_answers_in_the_diallers_dialect() {
     for d in Dialect::ALL {
         let a = node(DialectMode::Fixed(d)).await;
-        let b = node(DialectMode::Auto {
-            default: Dialect::P0,
-        })
-        .await;
+        let b = node(DialectMode::default()).await;
         introduce(&a, &b);
         let (rb, mut rxb) = collector();
         let pb = b.port(rb);
@@ -236,6 +233,8 @@ async fn stalled_peer() -> (String, &'static str) {
 async fn overflowing_the_send_queue_fails_the_link_and_fires_monitors() {
     let a = Node::start(NodeConfig {
         secret: b"k".to_vec(),
+        // The stalled peer is scripted in P0 and takes one connection.
+        dialect: DialectMode::Fixed(Dialect::P0),
         send_queue_bytes: 256 * 1024,
         workers: 1,
         ..NodeConfig::default()
@@ -482,6 +481,8 @@ async fn stalled_peer_poking(
 async fn a_link_failed_for_a_full_queue_closes_its_socket_at_once() {
     let a = Node::start(NodeConfig {
         secret: b"k".to_vec(),
+        // The stalled peer is scripted in P0 and takes one connection.
+        dialect: DialectMode::Fixed(Dialect::P0),
         send_queue_bytes: 256 * 1024,
         workers: 1,
         ..NodeConfig::default()
@@ -517,6 +518,8 @@ async fn a_link_failed_for_a_full_queue_closes_its_socket_at_once() {
 async fn a_write_that_makes_no_progress_fails_the_link() {
     let a = Node::start(NodeConfig {
         secret: b"k".to_vec(),
+        // The stalled peer is scripted in P0 and takes one connection.
+        dialect: DialectMode::Fixed(Dialect::P0),
         // Room for everything below: only the write deadline can fail this link.
         send_queue_bytes: 256 << 20,
         write_timeout: Duration::from_secs(1),

@@ -9,11 +9,15 @@ use aemp::proto::dialect::Dialect;
 use aemp::proto::value::Value;
 use tokio::sync::mpsc;
 
-async fn node_with(dialect: DialectMode, connect_timeout: Duration) -> Node {
+fn trace() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("aemp=debug")
         .try_init();
+}
+
+async fn node_with(dialect: DialectMode, connect_timeout: Duration) -> Node {
+    trace();
     Node::start(NodeConfig {
         secret: b"peer-secret".to_vec(),
         dialect,
@@ -25,14 +29,9 @@ async fn node_with(dialect: DialectMode, connect_timeout: Duration) -> Node {
     .unwrap()
 }
 
+/// A node on the default dialect policy (auto, dialling in P2).
 async fn node() -> Node {
-    node_with(
-        DialectMode::Auto {
-            default: Dialect::P0,
-        },
-        Duration::from_secs(10),
-    )
-    .await
+    node_with(DialectMode::default(), Duration::from_secs(10)).await
 }
 
 fn introduce(a: &Node, b: &Node) {
@@ -267,6 +266,7 @@ async fn rust_nodes_match_dialects_in_every_combination() {
         DialectMode::Auto {
             default: Dialect::P0,
         },
+        DialectMode::default(),
     ];
     let mut cases = Vec::new();
     for dialler in modes {
@@ -337,7 +337,14 @@ async fn rust_nodes_match_dialects_in_every_combination() {
 
 #[actix_rt::test]
 async fn an_auto_dialler_remembers_the_listeners_dialect() {
-    let a = node().await;
+    // Dialling in P0 first: the P2 listener answers in a version of its own.
+    let a = node_with(
+        DialectMode::Auto {
+            default: Dialect::P0,
+        },
+        Duration::from_secs(10),
+    )
+    .await;
     let b = node_with(DialectMode::Fixed(Dialect::P2), Duration::from_secs(10)).await;
     introduce(&a, &b);
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -364,4 +371,137 @@ async fn an_auto_dialler_remembers_the_listeners_dialect() {
         "{err:?}"
     );
     assert_eq!(a.connection_stats().dialled, 3);
+}
+
+/// The next up (`true`) or down event, within 10 s.
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<aemp::node::NodeEvent>,
+    up: bool,
+) -> aemp::node::NodeEvent {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.up == up => return ev,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("node events: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("no such node event within 10 s")
+}
+
+#[actix_rt::test]
+async fn two_nodes_on_defaults_link_in_p2_at_the_first_attempt() {
+    trace();
+    let a = Node::start(NodeConfig::with_secret("peer-secret"))
+        .await
+        .unwrap();
+    let b = Node::start(NodeConfig::with_secret("peer-secret"))
+        .await
+        .unwrap();
+    let (mut ea, mut eb) = (a.node_events(), b.node_events());
+    a.connect(b.listeners()[0].to_string());
+    let up = next_event(&mut ea, true).await;
+    assert_eq!((up.node.as_str(), up.dialect), (b.id(), Some(Dialect::P2)));
+    let up = next_event(&mut eb, true).await;
+    assert_eq!((up.node.as_str(), up.dialect), (a.id(), Some(Dialect::P2)));
+    assert_eq!(a.connection_stats().dialled, 1);
+    assert_eq!(b.connection_stats().accepted, 1);
+    a.shutdown();
+    b.shutdown();
+}
+
+/// A node on defaults dialling a listener that speaks only P1b: the first dial (P2) is refused
+/// at greeting line 1 and dialled again in P1b, with no link error reported and nothing lost
+/// of what was sent meanwhile. The address is remembered: after the link is gone (the
+/// listener restarted there), the next link is dialled in P1b at once.
+#[actix_rt::test]
+async fn a_default_node_learns_a_p1b_listener_once_and_loses_no_message() {
+    trace();
+    const B: &str = "p1b-only";
+    let listener = |binds: Vec<String>| NodeConfig {
+        node_id: B.into(),
+        dialect: DialectMode::Fixed(Dialect::P1b),
+        binds,
+        workers: 1,
+        ..NodeConfig::with_secret("peer-secret")
+    };
+    let inbox = |node: &Node| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        node.rcv()
+            .default(move |_, msg| {
+                let (n,): (u32,) = msg.decode().map_err(|e| e.to_string())?;
+                let _ = tx.send(n);
+                Ok(())
+            })
+            .start_named("inbox")
+            .unwrap();
+        rx
+    };
+    let a = Node::start(NodeConfig {
+        workers: 1,
+        ..NodeConfig::with_secret("peer-secret")
+    })
+    .await
+    .unwrap();
+    let b = Node::start(listener(vec!["127.0.0.1:0".into()]))
+        .await
+        .unwrap();
+    let addr = b.listeners()[0].to_string();
+    let mut rx = inbox(&b);
+    a.add_node_addresses(B, vec![addr.clone()]);
+    let (mut errors, mut events) = (a.link_errors(), a.node_events());
+    // Queued before any link exists; they must survive the failed first attempt.
+    for n in 0..200 {
+        a.snd(&format!("{B}#inbox"), &(n,)).unwrap();
+    }
+    for n in 0..200 {
+        assert_eq!(recv(&mut rx).await, n);
+    }
+    let up = next_event(&mut events, true).await;
+    assert_eq!((up.node.as_str(), up.dialect), (B, Some(Dialect::P1b)));
+    assert_eq!(b.link_dialect(a.id()), Some(Dialect::P1b));
+    assert_eq!(
+        a.connection_stats().dialled,
+        2,
+        "one failed attempt, one redial"
+    );
+    assert_eq!(b.connection_stats().accepted, 2);
+    assert!(
+        errors.try_recv().is_err(),
+        "the redialled mismatch is no link error"
+    );
+
+    // The listener restarts at the same address: the link drops, and the next one is dialled
+    // in P1b straight away.
+    b.shutdown();
+    next_event(&mut events, false).await;
+    let b = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Node::start(listener(vec![addr.clone()])).await {
+                Ok(b) => break b,
+                // The old listener may hold the port for a moment.
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("restart the listener at {addr}: {e}"),
+            }
+        }
+    };
+    let mut rx = inbox(&b);
+    for n in 200..400 {
+        a.snd(&format!("{B}#inbox"), &(n,)).unwrap();
+    }
+    for n in 200..400 {
+        assert_eq!(recv(&mut rx).await, n);
+    }
+    let up = next_event(&mut events, true).await;
+    assert_eq!(up.dialect, Some(Dialect::P1b));
+    assert_eq!(a.connection_stats().dialled, 3, "no second failed attempt");
+    assert_eq!(b.connection_stats().accepted, 1);
+    assert!(errors.try_recv().is_err(), "{:?}", errors.try_recv());
+    a.shutdown();
+    b.shutdown();
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use aemp::net::TransportError;
 use aemp::node::{DialectMode, Message, Node, NodeConfig, PortStream};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::value::Value;
@@ -32,7 +33,8 @@ struct Common {
     /// This node's id (`anon/` gets a random suffix).
     #[arg(long, global = true, default_value = "anon/")]
     nodeid: String,
-    /// The dialect to speak: auto, p0, p1a, p1b, p2.
+    /// The dialect to speak: auto (answer each dialler in its dialect; dial in p2, and again
+    /// in the listener's dialect if it speaks another), or always p0, p1a, p1b or p2.
     #[arg(long, global = true, default_value = "auto")]
     dialect: String,
     /// Seconds to wait for the seed and for answers.
@@ -204,9 +206,7 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 fn dialect_mode(name: &str) -> Result<DialectMode, String> {
     if name == "auto" {
-        return Ok(DialectMode::Auto {
-            default: Dialect::P0,
-        });
+        return Ok(DialectMode::default());
     }
     Dialect::from_name(name)
         .map(DialectMode::Fixed)
@@ -423,38 +423,63 @@ async fn wait(rx: &mut PortStream, timeout: Duration) -> Option<Message> {
         .flatten()
 }
 
-/// Dials every seed address and waits for the first link; returns its node id, or why none came
-/// up (the last error once every address failed).
+/// How long after a refused (or unanswered) connect a seed is dialled again, on top of the
+/// node's own back-off (a one-shot command should not wait seconds for a seed that starts).
+const SEED_RETRY: Duration = Duration::from_millis(500);
+
+/// Waits for the first seed link (the node dials its seeds itself, see `run`); returns its node
+/// id, or the reason none came up.
+///
+/// A seed that cannot be connected to yet (it may be starting) is dialled again until the
+/// timeout, which then reports the last error. A first attempt in another dialect than the
+/// seed's is no error here: the node dials again in the seed's dialect (auto mode) and reports
+/// only that dial's failure. Any other failure (wrong secret, TLS, a fixed dialect the seed
+/// does not speak) ends the wait at once.
 async fn connect_seed(
     node: &Node,
     seeds: &[SocketAddr],
     timeout: Duration,
 ) -> Result<String, String> {
+    use tokio::sync::broadcast::error::RecvError;
     if seeds.is_empty() {
         return Err("--seed HOST:PORT is required".into());
     }
+    let seed_addrs: Vec<String> = seeds.iter().map(ToString::to_string).collect();
     let mut events = node.node_events();
     let mut errors = node.link_errors();
-    // The node dials its seeds itself (see `run`); one may be up already.
+    // One may be up already.
     if let Some(up) = node.up_nodes().into_iter().next() {
         return Ok(up);
     }
-    let mut failed = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut retry: Option<(tokio::time::Instant, String)> = None;
+    let mut last_error = None;
     loop {
         tokio::select! {
-            ev = events.recv() => if let Ok(ev) = ev && ev.up {
-                return Ok(ev.node);
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.up => return Ok(ev.node),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err("the node stopped".into()),
             },
-            err = errors.recv() => if let Ok(err) = err {
-                failed.insert(err.addr.clone());
-                if failed.len() >= seeds.len() {
-                    return Err(err.error.to_string());
+            err = errors.recv() => match err {
+                Ok(err) if !seed_addrs.contains(&err.addr) => {}
+                Ok(err) if not_reached(&err.error) => {
+                    last_error = Some(err.error.to_string());
+                    retry = Some((tokio::time::Instant::now() + SEED_RETRY, err.addr));
                 }
+                Ok(err) => return Err(err.error.to_string()),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return Err("the node stopped".into()),
             },
+            () = tokio::time::sleep_until(retry.as_ref().map_or(deadline, |r| r.0)), if retry.is_some() => {
+                if let Some((_, addr)) = retry.take() {
+                    node.connect(addr);
+                }
+            }
             () = tokio::time::sleep_until(deadline) => {
-                let all: Vec<String> = seeds.iter().map(ToString::to_string).collect();
-                return Err(format!("no link to {} within {timeout:?}", all.join(",")));
+                return Err(last_error.unwrap_or_else(|| {
+                    format!("no link to {} within {timeout:?}", seed_addrs.join(","))
+                }));
             }
         }
     }
@@ -498,6 +523,14 @@ async fn print_nodes(node: &Node, timeout: Duration) -> Result<(), String> {
     });
     println!("{}", Value::Map(entries.collect()));
     Ok(())
+}
+
+/// Whether a dial failed before reaching any node (worth trying again while the seed starts).
+fn not_reached(error: &TransportError) -> bool {
+    matches!(
+        error,
+        TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }
+    )
 }
 
 /// `aemp bench`: measures the link to `target` with standard node-port requests and prints one

@@ -27,6 +27,8 @@ pub(super) struct Seen {
     pub node: Option<String>,
     /// The dialect the peer's line 1 shows, when it is not the one we greeted in.
     pub mismatch: Option<Dialect>,
+    /// The peer's line 1 says it is a Rust node.
+    pub rust: bool,
 }
 
 impl Seen {
@@ -35,6 +37,7 @@ impl Seen {
             && peer.dialect != Some(ours)
         {
             self.mismatch = peer.dialect;
+            self.rust = peer.is_rust;
         }
     }
 }
@@ -159,6 +162,7 @@ impl Handshaking<'_> {
         peer: &PeerGreeting,
     ) -> Result<(), TransportError> {
         self.seen.node = Some(peer.node_id().to_owned());
+        self.seen.rust = peer.is_rust;
         // Same version, other dialect (P1a/P1b/P2): not a link we can serve.
         if let Some(ours) = hs.dialect()
             && peer.dialect != Some(ours)

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::contract::{
     Down, Line1, LinkEnd, LinkTx, PacketSink, Refusal, TransportConfig, TransportHooks, Up,
 };
-use super::transport;
+use super::transport::{self, DialAs};
 use crate::proto::dialect::Dialect;
 use crate::proto::framing::{self, FramingError, Packet};
 use crate::proto::value::Value;
@@ -166,7 +166,13 @@ async fn two_transports_link_and_move_packets_with_no_node() {
     let (a, mut a_seen) = hooks("net-a", b"s3cret", None);
     let (b, mut b_seen) = hooks("net-b", b"s3cret", None);
     let addr = accept_one(b).await;
-    transport::dial(a, &actix::Arbiter::current(), addr, 7, Dialect::P2);
+    transport::dial(
+        a,
+        &actix::Arbiter::current(),
+        addr,
+        7,
+        DialAs::fixed(Dialect::P2),
+    );
 
     assert!(matches!(next(&mut a_seen).await, Seen::Line1(n) if n == "net-b"));
     let Seen::Up(node, link) = next(&mut a_seen).await else {
@@ -222,7 +228,13 @@ async fn a_packet_the_sink_refuses_ends_the_link_after_the_ones_before_it() {
     let (a, mut a_seen) = hooks("net-h", b"s3cret", None);
     let (b, mut b_seen) = hooks("net-i", b"s3cret", None);
     let addr = accept_one(b).await;
-    transport::dial(a, &actix::Arbiter::current(), addr, 4, Dialect::P0);
+    transport::dial(
+        a,
+        &actix::Arbiter::current(),
+        addr,
+        4,
+        DialAs::fixed(Dialect::P0),
+    );
     let link = loop {
         if let Seen::Up(_, link) = next(&mut a_seen).await {
             break link;
@@ -277,7 +289,13 @@ async fn a_refusal_at_line_1_and_a_wrong_secret_come_back_typed() {
     let (a, mut a_seen) = hooks("net-c", b"s3cret", None);
     let (b, mut b_seen) = hooks("net-d", b"s3cret", Some("net-c"));
     let addr = accept_one(b).await;
-    transport::dial(a, &actix::Arbiter::current(), addr.clone(), 1, Dialect::P0);
+    transport::dial(
+        a,
+        &actix::Arbiter::current(),
+        addr.clone(),
+        1,
+        DialAs::fixed(Dialect::P0),
+    );
     assert!(matches!(next(&mut b_seen).await, Seen::Line1(n) if n == "net-c"));
     match next(&mut b_seen).await {
         Seen::Down(d) => {
@@ -301,7 +319,13 @@ async fn a_refusal_at_line_1_and_a_wrong_secret_come_back_typed() {
     let (c, mut c_seen) = hooks("net-e", b"one", None);
     let (d, mut d_seen) = hooks("net-f", b"two", None);
     let addr = accept_one(d).await;
-    transport::dial(c, &actix::Arbiter::current(), addr, 2, Dialect::P2);
+    transport::dial(
+        c,
+        &actix::Arbiter::current(),
+        addr,
+        2,
+        DialAs::fixed(Dialect::P2),
+    );
     for seen in [&mut c_seen, &mut d_seen] {
         loop {
             match next(seen).await {
@@ -325,7 +349,13 @@ async fn a_dial_to_nothing_reports_a_typed_connect_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    transport::dial(a, &actix::Arbiter::current(), addr.clone(), 3, Dialect::P0);
+    transport::dial(
+        a,
+        &actix::Arbiter::current(),
+        addr.clone(),
+        3,
+        DialAs::fixed(Dialect::P0),
+    );
     match next(&mut a_seen).await {
         Seen::Down(d) => {
             assert_eq!(

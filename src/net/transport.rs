@@ -105,18 +105,38 @@ pub enum TransportError {
     },
 }
 
-/// Dials `addr` on `worker`, greeting in `dialect`.
+/// How a dial greets, and what the node does when the listener speaks another dialect.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DialAs {
+    /// The dialect of our greeting.
+    pub dialect: Dialect,
+    /// The node dials again in the listener's dialect if it shows another one: such a failure
+    /// is expected, and logged at debug level only.
+    pub redials_on_mismatch: bool,
+}
+
+impl DialAs {
+    /// A dial in `dialect` that is not repeated in another.
+    pub fn fixed(dialect: Dialect) -> DialAs {
+        DialAs {
+            dialect,
+            redials_on_mismatch: false,
+        }
+    }
+}
+
+/// Dials `addr` on `worker`, greeting as `how` says.
 pub(crate) fn dial(
     hooks: Arc<TransportHooks>,
     worker: &ArbiterHandle,
     addr: String,
     conn: u64,
-    dialect: Dialect,
+    how: DialAs,
 ) {
     worker.spawn(async move {
         let after = hooks.config.handshake_timeout;
         let error = match tokio::time::timeout(after, TcpStream::connect(&addr)).await {
-            Ok(Ok(stream)) => return Transport::run(hooks, stream, addr, Some(dialect), conn),
+            Ok(Ok(stream)) => return Transport::run(hooks, stream, addr, Some(how), conn),
             Ok(Err(source)) => TransportError::Connect {
                 addr: addr.clone(),
                 source,
@@ -171,8 +191,8 @@ pub(crate) struct Transport {
     hooks: Arc<TransportHooks>,
     conn: u64,
     addr: String,
-    /// The dialect we dialled in; `None` for an accepted connection.
-    dial: Option<Dialect>,
+    /// How we dialled; `None` for an accepted connection.
+    dial: Option<DialAs>,
     stream: Option<TcpStream>,
     peer: Option<Arc<str>>,
     /// What a failed handshake saw of the peer, so the node can forget it (or redial).
@@ -211,7 +231,7 @@ impl Transport {
         hooks: Arc<TransportHooks>,
         stream: TcpStream,
         addr: String,
-        dial: Option<Dialect>,
+        dial: Option<DialAs>,
         conn: u64,
     ) {
         // Nagle off: we coalesce writes ourselves. Keepalive on, with the node's liveness
@@ -357,7 +377,7 @@ impl Actor for Transport {
                 hooks: &hooks,
                 conn,
                 addr: &addr,
-                dial,
+                dial: dial.map(|d| d.dialect),
                 seen: &mut seen,
             };
             let evicted = async {
@@ -387,7 +407,7 @@ impl Actor for Transport {
                 act.enter_data_phase(done, ctx);
             }
             Err(e) => {
-                log_failed_handshake(&act.hooks, &e);
+                log_failed_handshake(&act.hooks, &e, &seen, act.dial);
                 act.end = LinkEnd::Failed(Arc::new(e));
                 act.claimed = seen;
                 ctx.stop();
@@ -478,8 +498,30 @@ async fn writer<W: AsyncWrite + Unpin>(
 }
 
 /// Logs a failed handshake, or counts it while a flood of them is summarised.
-fn log_failed_handshake(hooks: &Arc<TransportHooks>, e: &TransportError) {
+///
+/// A dialect mismatch that the node gets over is no warning: our dial, which the node repeats
+/// in the listener's dialect (debug), or a Rust dialler refused here, which does the same if it
+/// runs in auto mode (info).
+fn log_failed_handshake(
+    hooks: &Arc<TransportHooks>,
+    e: &TransportError,
+    seen: &Seen,
+    dial: Option<DialAs>,
+) {
     let node = &hooks.config.node_id;
+    if let Some(theirs) = seen.mismatch {
+        match dial {
+            Some(d) if d.redials_on_mismatch => {
+                tracing::debug!(%node, dialect = %theirs, "{e}");
+                return;
+            }
+            None if seen.rust => {
+                tracing::info!(%node, dialect = %theirs, "{e}");
+                return;
+            }
+            _ => {}
+        }
+    }
     match hooks.failures.failure(std::time::Instant::now()) {
         Verdict::Log => tracing::warn!(%node, "{e}"),
         Verdict::LogAfterSummary(n) => {

@@ -10,19 +10,37 @@ use crate::proto::dialect::Dialect;
 use crate::proto::framing::DEFAULT_MAX_PACKET;
 
 /// Which dialect a node speaks on its links.
+///
+/// The default is `Auto { default: P2 }`: two Rust nodes link in P2 (SHA3 auth, CBOR), and a
+/// Rust node dialling a Perl node links in that node's dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DialectMode {
-    /// Listening: answer in the dialect of the dialler's line 1. Dialling: use `default`.
+    /// Listening: answer in the dialect of the dialler's line 1. Dialling: greet in `default`,
+    /// or in the dialect the listener at that address last showed. A listener that answers in
+    /// another dialect is dialled again at once in its own (once per dial, and remembered per
+    /// address, so later links to it need no second attempt); that first, failed attempt is
+    /// logged at debug level and not reported as a [`LinkError`](super::LinkError).
     Auto {
-        /// The dialect used when dialling.
+        /// The dialect used when dialling an address not seen before.
         default: Dialect,
     },
     /// Always this dialect (peers of other versions are refused).
     Fixed(Dialect),
 }
 
+impl Default for DialectMode {
+    /// `Auto` dialling in P2, the richest dialect: Perl listeners of other versions show theirs
+    /// in their greeting and are dialled again in it.
+    fn default() -> Self {
+        DialectMode::Auto {
+            default: Dialect::P2,
+        }
+    }
+}
+
 /// Everything a node needs to start. `NodeConfig::default()` is a node with a random
-/// `anon/…` id on an ephemeral loopback port, no secret, no seeds.
+/// `anon/…` id on an ephemeral loopback port, no secret, no seeds, in
+/// [`DialectMode::default()`] (auto, dialling in P2).
 ///
 /// Its `Debug` output shows the secret's length, never the secret.
 #[derive(Clone)]
@@ -63,7 +81,7 @@ pub struct NodeConfig {
     /// The longest pause between two rounds of seed dialling (Perl's `monitor_timeout` plays
     /// this part); also bounds the back-off of a global node's links to the other globals.
     pub seed_retry_max: Duration,
-    /// The dialect policy.
+    /// The dialect policy; by default auto, dialling in P2 (see [`DialectMode`]).
     pub dialect: DialectMode,
     /// How long a handshake may take.
     pub handshake_timeout: Duration,
@@ -126,9 +144,7 @@ impl Default for NodeConfig {
             binds: vec!["127.0.0.1:0".into()],
             seeds: Vec::new(),
             seed_retry_max: Duration::from_secs(30),
-            dialect: DialectMode::Auto {
-                default: Dialect::P0,
-            },
+            dialect: DialectMode::default(),
             handshake_timeout: Duration::from_secs(30),
             max_handshakes: 512,
             max_connections: 4096,

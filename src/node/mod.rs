@@ -170,6 +170,10 @@ pub struct NodeEvent {
 }
 
 /// A connection that failed before its link came up (refused, unreachable, auth failure…).
+///
+/// A dial in [`DialectMode::Auto`] that failed only because the listener speaks another
+/// dialect is not reported: the node dials again in that dialect, and reports that dial if it
+/// fails.
 #[derive(Debug, Clone)]
 pub struct LinkError {
     /// The peer's address as dialled or accepted.

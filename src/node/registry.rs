@@ -8,8 +8,9 @@
 //!
 //! In [`DialectMode::Auto`] it remembers which dialect the listener at
 //! each address showed and dials again at once in that dialect when a handshake failed because
-//! the listener speaks another one. It also runs the global services' node-up and node-down
-//! hooks.
+//! the listener speaks another one (once per dial; that failure is not a [`LinkError`], and
+//! messages waiting for the node wait for the redial). It also runs the global services'
+//! node-up and node-down hooks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use super::seeds::Seeds;
 use super::{DialectMode, DownReason, LinkError, Shared, global};
 use crate::net::LinkEnd;
 use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
-use crate::net::transport;
+use crate::net::transport::{self, DialAs};
 use crate::proto::dialect::Dialect;
 
 /// How long a node's own handshake with us may run before we dial it ourselves anyway.
@@ -148,10 +149,14 @@ impl NodeRegistry {
         if let Some(node) = &node {
             self.dials.insert(conn, node.clone());
         }
-        // A dialler speaks what the listener at that address last showed.
-        let dialect = match self.shared.config.dialect {
-            DialectMode::Fixed(d) => d,
-            DialectMode::Auto { default } => self.dialects.get(&addr).copied().unwrap_or(default),
+        // A dialler speaks what the listener at that address last showed; in auto mode a
+        // mismatch is met with one redial (see the `Down` handler).
+        let how = match self.shared.config.dialect {
+            DialectMode::Fixed(dialect) => DialAs::fixed(dialect),
+            DialectMode::Auto { default } => DialAs {
+                dialect: self.dialects.get(&addr).copied().unwrap_or(default),
+                redials_on_mismatch: !redial,
+            },
         };
         self.outgoing.insert(conn, (addr.clone(), node, redial));
         transport::dial(
@@ -159,7 +164,7 @@ impl NodeRegistry {
             runtime.worker(),
             addr,
             conn,
-            dialect,
+            how,
         );
     }
 
@@ -178,6 +183,23 @@ impl NodeRegistry {
         }
     }
 
+    /// Dials `node` now or, while the node is dialling us (a handshake of its own is under
+    /// way), a moment later: a real handshake is done in moments, and a dial crossing it could
+    /// complete too, leaving each side keeping another connection (and then neither); a claim
+    /// still unauthenticated by then does not hold our dial back.
+    fn dial_node_soon(&mut self, node: &str, ctx: &mut Context<Self>) {
+        let theirs = self
+            .handshakes
+            .get(node)
+            .is_some_and(|hs| hs.iter().any(|(_, ours)| !*ours));
+        if theirs {
+            let node = node.to_owned();
+            ctx.run_later(PEER_HANDSHAKE_GRACE, move |act, _| act.dial_node(&node));
+        } else {
+            self.dial_node(node);
+        }
+    }
+
     /// Whether a dial of ours to `addr` is under way.
     fn dialling_addr(&self, addr: &str) -> bool {
         self.outgoing.values().any(|(a, _, _)| a == addr)
@@ -187,9 +209,16 @@ impl NodeRegistry {
     /// round after the back-off while any is missing.
     fn seed_all(&mut self, ctx: &mut Context<Self>) {
         self.seed_timer = None;
-        let due = self
-            .seeds
-            .due(|n| self.up.contains_key(n), |a| self.dialling_addr(a));
+        // A seed that is dialling us (a handshake of its own under way) is not crossed.
+        let busy = |a: &str| {
+            self.dialling_addr(a)
+                || self
+                    .seeds
+                    .node_at(a)
+                    .and_then(|n| self.handshakes.get(n))
+                    .is_some_and(|hs| !hs.is_empty())
+        };
+        let due = self.seeds.due(|n| self.up.contains_key(n), busy);
         for addr in due {
             tracing::debug!(node = %self.shared.id, %addr, "dialling seed");
             self.dial(addr, None, false);
@@ -222,7 +251,7 @@ impl NodeRegistry {
             return;
         }
         for node in &down {
-            self.dial_node(node);
+            self.dial_node_soon(node, ctx);
         }
         self.keepalive_retry = (self.keepalive_retry * 2).min(self.shared.config.seed_retry_max);
         let delay = self.keepalive_retry;
@@ -245,6 +274,11 @@ impl NodeRegistry {
                 .handshakes
                 .get(node)
                 .is_some_and(|hs| hs.iter().any(|(c, out)| *c != except && *out))
+            // A seed dial names no node, but the seed's node may be known from before.
+            || self.outgoing.iter().any(|(c, (addr, target, _))| {
+                *c != except
+                    && (target.as_deref() == Some(node) || self.seeds.node_at(addr) == Some(node))
+            })
     }
 
     /// Dials `node` again every `connect_interval` while `attempt` is its connect attempt and
@@ -254,7 +288,7 @@ impl NodeRegistry {
             if act.connecting.get(&node) != Some(&attempt) || act.up.contains_key(&node) {
                 return;
             }
-            act.dial_node(&node);
+            act.dial_node_soon(&node, ctx);
             act.redial_later(node, attempt, ctx);
         });
     }
@@ -313,7 +347,7 @@ impl Handler<Dial> for NodeRegistry {
 
 impl Handler<Addresses> for NodeRegistry {
     type Result = ();
-    fn handle(&mut self, msg: Addresses, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Addresses, ctx: &mut Context<Self>) {
         let waiting = !msg.addrs.is_empty()
             && self.connecting.contains_key(&msg.node)
             && !self.up.contains_key(&msg.node);
@@ -321,7 +355,7 @@ impl Handler<Addresses> for NodeRegistry {
         self.addresses.insert(msg.node, msg.addrs);
         // Messages wait for it: dial now (unless a dial of ours is under way).
         if waiting {
-            self.dial_node(&node);
+            self.dial_node_soon(&node, ctx);
         }
     }
 }
@@ -345,15 +379,7 @@ impl Handler<Connect> for NodeRegistry {
         }
         let attempt = self.shared.runtime.next_id();
         self.connecting.insert(node.clone(), attempt);
-        if self.handshakes.contains_key(&node) {
-            // The node is dialling us (or someone claims to be it): a real handshake is done in
-            // moments, so look again shortly instead of crossing it; a claim that is still
-            // unauthenticated by then does not hold our dial back any longer.
-            let node = node.clone();
-            ctx.run_later(PEER_HANDSHAKE_GRACE, move |act, _| act.dial_node(&node));
-        } else {
-            self.dial_node(&node);
-        }
+        self.dial_node_soon(&node, ctx);
         self.redial_later(node.clone(), attempt, ctx);
         ctx.run_later(self.shared.config.connect_timeout, move |act, _| {
             // A later attempt (the node came up and went down since) has its own timer.
@@ -488,25 +514,28 @@ impl Handler<Down> for NodeRegistry {
             self.seeds.drop_seed(&addr.clone());
             global::seed_is_us(&self.shared);
         }
-        if let (false, LinkEnd::Failed(error)) = (msg.was_up, &msg.end) {
+        let target = self.dials.remove(&msg.conn);
+        self.rust.remove(&msg.conn);
+        let auto = matches!(self.shared.config.dialect, DialectMode::Auto { .. });
+        // The listener speaks another dialect: in auto mode, speak it (once per dial).
+        let redial = match (msg.mismatch, self.outgoing.remove(&msg.conn)) {
+            (Some(theirs), Some((addr, node, false))) if auto => Some((theirs, addr, node)),
+            _ => None,
+        };
+        // A mismatch we redial is no failure for whoever waits for the link: the redial's
+        // outcome is.
+        if let (None, false, LinkEnd::Failed(error)) = (&redial, msg.was_up, &msg.end) {
             let _ = self.shared.events.link_errors.send(LinkError {
                 addr: msg.addr.clone(),
                 error: error.clone(),
             });
         }
-        let target = self.dials.remove(&msg.conn);
-        self.rust.remove(&msg.conn);
-        if let (Some(theirs), Some((addr, _, redial))) =
-            (msg.mismatch, self.outgoing.remove(&msg.conn))
-        {
-            // The listener speaks another dialect: in auto mode, speak it (once per dial).
-            if matches!(self.shared.config.dialect, DialectMode::Auto { .. }) && !redial {
-                tracing::info!(node = %self.shared.id, %addr, dialect = %theirs, "dialling again in the listener's dialect");
-                self.dialects.insert(addr.clone(), theirs);
-                self.dial(addr, target.or_else(|| msg.node.clone()), true);
-            }
+        if let Some((theirs, addr, node)) = redial {
+            tracing::debug!(node = %self.shared.id, %addr, dialect = %theirs, "dialling again in the listener's dialect");
+            self.dialects.insert(addr.clone(), theirs);
+            // Messages queued for the node stay queued: the redial is a dial of that node.
+            self.dial(addr, target.or(node).or_else(|| msg.node.clone()), true);
         }
-        self.outgoing.remove(&msg.conn);
         let Some(node) = msg.node else { return };
         self.forget(msg.conn, &node);
         if self.up.get(&node).is_some_and(|l| l.conn == msg.conn) {

@@ -45,6 +45,11 @@ impl Seeds {
         self.nodes.values().any(|n| n.as_deref() == Some(node))
     }
 
+    /// The node the seed at `addr` turned out to be.
+    pub fn node_at(&self, addr: &str) -> Option<&str> {
+        self.nodes.get(addr)?.as_deref()
+    }
+
     /// The seed at `addr` is `node`. Returns whether that is news.
     pub fn learn(&mut self, addr: &str, node: &str) -> bool {
         match self.nodes.get_mut(addr) {
