@@ -143,6 +143,11 @@ impl Handshaking<'_> {
             return Err(self.hs_err(err));
         }
         if let Err(e) = hs.feed(buf.get(..n).unwrap_or_default()) {
+            // Who the peer's line 1 claims to be, also when the handshake refused it there
+            // (our own id: the node drops a seed address that is itself).
+            if self.seen.node.is_none() {
+                self.seen.node = hs.peer().map(|p| p.node_id().to_owned());
+            }
             // A version mismatch fails at line 1: the node may redial in the peer's dialect.
             self.seen.note_mismatch(hs);
             flush_on_failure(stream, hs).await;
