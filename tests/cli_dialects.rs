@@ -122,8 +122,13 @@ fn serve(
     stream.write_all(&hs.take_output()).unwrap();
     let est = match handshake(&mut stream, &mut hs) {
         Ok(est) => est,
-        // Perl drops the connection without a word.
-        Err(why) => return outcome.lock().unwrap().push(Conn::Failed(why)),
+        // Perl drops the connection without another word; but it wrote its auth line as soon
+        // as it had the dialler's nonce, before it read (and refused) the dialler's auth line,
+        // even when both came in one read.
+        Err(why) => {
+            let _ = stream.write_all(&hs.take_output());
+            return outcome.lock().unwrap().push(Conn::Failed(why));
+        }
     };
     outcome.lock().unwrap().push(Conn::Up(est.dialect));
     data_phase(stream, &est, received);
@@ -153,12 +158,7 @@ fn handshake(stream: &mut TcpStream, hs: &mut Handshake) -> Result<Box<Establish
         if n == 0 {
             return Err("the dialler closed the connection".into());
         }
-        if let Err(e) = hs.feed(&buf[..n]) {
-            // Perl wrote its auth line as soon as it had the dialler's nonce, before it read
-            // (and refused) the dialler's auth line, even when both came in one read.
-            let _ = stream.write_all(&hs.take_output());
-            return Err(e.to_string());
-        }
+        hs.feed(&buf[..n]).map_err(|e| e.to_string())?;
     }
 }
 

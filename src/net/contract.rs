@@ -157,6 +157,16 @@ pub(crate) enum Refusal {
     ShuttingDown,
 }
 
+impl Refusal {
+    /// Whether the node keeps another connection to that node instead.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(
+            self,
+            Refusal::AlreadyConnected | Refusal::Crossing | Refusal::InProgress
+        )
+    }
+}
+
 /// A transport finished its handshake: make it the node's link. The answer is where its
 /// packets go, or `None` if another link won (the transport then closes).
 #[derive(actix::Message)]
@@ -189,6 +199,8 @@ pub(crate) struct Down {
     pub end: LinkEnd,
     /// The handshake failed because the peer's line 1 shows this other dialect.
     pub mismatch: Option<Dialect>,
+    /// The node refused it at line 1 for another connection to the same node.
+    pub duplicate: bool,
 }
 
 /// Why a transport ended. Its text is the message of Perl's `transport_error`.

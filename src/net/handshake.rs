@@ -29,6 +29,9 @@ pub(super) struct Seen {
     pub mismatch: Option<Dialect>,
     /// The peer's line 1 says it is a Rust node.
     pub rust: bool,
+    /// The node refused the peer because another connection to it is up or under way: no
+    /// failure of reaching it, that other connection is its link.
+    pub duplicate: bool,
 }
 
 impl Seen {
@@ -146,6 +149,11 @@ impl Handshaking<'_> {
             return Err(self.hs_err(err));
         }
         if let Err(e) = hs.feed(buf.get(..n).unwrap_or_default()) {
+            // Who the peer's line 1 claims to be, also when the handshake refused it there
+            // (our own id: the node drops a seed address that is itself).
+            if self.seen.node.is_none() {
+                self.seen.node = hs.peer().map(|p| p.node_id().to_owned());
+            }
             // A version mismatch fails at line 1: the node may redial in the peer's dialect.
             self.seen.note_mismatch(hs);
             flush_on_failure(stream, hs).await;
@@ -205,7 +213,10 @@ impl Handshaking<'_> {
                 }
                 Ok(())
             }
-            Err(refusal) => Err(self.hs_err(hs.refuse(refusal.to_string()))),
+            Err(refusal) => {
+                self.seen.duplicate = refusal.is_duplicate();
+                Err(self.hs_err(hs.refuse(refusal.to_string())))
+            }
         }
     }
 

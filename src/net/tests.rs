@@ -342,6 +342,35 @@ async fn a_refusal_at_line_1_and_a_wrong_secret_come_back_typed() {
 }
 
 #[actix_rt::test]
+async fn a_dial_that_reaches_ourselves_names_us_on_both_ends() {
+    // The listener is in auto mode (greeting deferred): it still greets before refusing, so
+    // the dialler learns that the address is its own (a seed that is this node).
+    let (a, mut a_seen) = hooks("net-self", b"s3cret", None);
+    let (b, mut b_seen) = hooks("net-self", b"s3cret", None);
+    let addr = accept_one(b).await;
+    transport::dial(
+        a,
+        &actix::Arbiter::current(),
+        addr,
+        5,
+        DialAs::fixed(Dialect::P2),
+    );
+    for seen in [&mut a_seen, &mut b_seen] {
+        match next(seen).await {
+            Seen::Down(d) => {
+                assert!(!d.was_up);
+                assert_eq!(d.node.as_deref(), Some("net-self"), "{d:?}");
+                let LinkEnd::Failed(e) = &d.end else {
+                    panic!("{}", d.end)
+                };
+                assert!(e.to_string().contains("talk to myself"), "{e}");
+            }
+            other => panic!("expected down, got {other:?}"),
+        }
+    }
+}
+
+#[actix_rt::test]
 async fn a_dial_to_nothing_reports_a_typed_connect_error() {
     let (a, mut a_seen) = hooks("net-g", b"s3cret", None);
     // A port nobody listens on: bind, note the port, close.

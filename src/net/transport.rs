@@ -160,6 +160,7 @@ fn failed_before_start(hooks: &TransportHooks, conn: u64, addr: String, error: T
         was_up: false,
         end: LinkEnd::Failed(Arc::new(error)),
         mismatch: None,
+        duplicate: false,
     });
 }
 
@@ -436,6 +437,7 @@ impl Actor for Transport {
             was_up: self.up,
             end: self.end.clone(),
             mismatch: self.claimed.mismatch.filter(|_| !self.up),
+            duplicate: self.claimed.duplicate,
         });
     }
 }
@@ -509,6 +511,12 @@ fn log_failed_handshake(
     dial: Option<DialAs>,
 ) {
     let node = &hooks.config.node_id;
+    if seen.duplicate {
+        // Crossing dials and several addresses of one node end this way: the node keeps the
+        // other connection.
+        tracing::debug!(%node, "{e}");
+        return;
+    }
     if let Some(theirs) = seen.mismatch {
         match dial {
             Some(d) if d.redials_on_mismatch => {

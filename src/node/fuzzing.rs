@@ -284,6 +284,7 @@ impl Drop for FuzzLink {
             was_up: true,
             end: LinkEnd::Eof,
             mismatch: None,
+            duplicate: false,
         });
     }
 }

@@ -523,8 +523,10 @@ impl Handler<Down> for NodeRegistry {
             _ => None,
         };
         // A mismatch we redial is no failure for whoever waits for the link: the redial's
-        // outcome is.
-        if let (None, false, LinkEnd::Failed(error)) = (&redial, msg.was_up, &msg.end) {
+        // outcome is; nor is a duplicate we refused: the other connection is the link.
+        if let (None, false, false, LinkEnd::Failed(error)) =
+            (&redial, msg.duplicate, msg.was_up, &msg.end)
+        {
             let _ = self.shared.events.link_errors.send(LinkError {
                 addr: msg.addr.clone(),
                 error: error.clone(),

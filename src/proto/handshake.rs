@@ -699,6 +699,17 @@ impl Handshake {
             .as_ref()
             .is_some_and(|p| p.greeting.node_id == self.config.node_id)
         {
+            // Perl has sent its greeting by now, and from it the dialling side (ourselves)
+            // learns that this address is its own, as it must for a seed that is this node:
+            // a deferred greeting goes out before the refusal.
+            if self.own.is_none() {
+                let d = self
+                    .peer
+                    .as_ref()
+                    .and_then(|p| p.dialect)
+                    .unwrap_or(Dialect::P0);
+                self.send_greeting(d);
+            }
             return Err(HandshakeError::TalkingToItself { peer });
         }
         if let Some(p) = &self.peer {
@@ -1032,6 +1043,31 @@ mod tests {
                 None => panic!("not established"),
             }
         }
+    }
+
+    #[test]
+    fn a_deferred_greeting_goes_out_before_refusing_our_own_id() {
+        // A listener in auto mode reached by ourselves (a seed address that is this node):
+        // as from Perl, the dialler must read our line 1 to learn whom it reached.
+        let mut cfg = config(Dialect::P2);
+        cfg.greeting = OwnGreeting::Deferred;
+        let mut hs = Handshake::new(cfg).unwrap();
+        assert!(!hs.has_output());
+        let line = own_line1(config(Dialect::P2));
+        let err = hs.feed(format!("{line}\nYWJj\n").as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::TalkingToItself { .. }),
+            "{err}"
+        );
+        let out = String::from_utf8(hs.take_output()).unwrap();
+        let sent = Greeting::parse(out.lines().next().unwrap().as_bytes()).unwrap();
+        assert_eq!(sent.node_id, "me");
+        assert_eq!(Dialect::of_greeting(&sent), Some(Dialect::P2));
+        // An immediate greeting was sent already: nothing more.
+        let mut hs = Handshake::new(config(Dialect::P2)).unwrap();
+        hs.take_output();
+        assert!(hs.feed(format!("{line}\nYWJj\n").as_bytes()).is_err());
+        assert!(!hs.has_output());
     }
 
     #[test]

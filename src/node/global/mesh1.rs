@@ -32,11 +32,12 @@ impl Global {
         if dialect == Dialect::P1b {
             out.push(Effect::Send(port.clone(), vec![s("setup")]));
         }
-        // 1.1+: ask one peer (our "master") to keep us posted about new nodes.
+        // 1.1+: ask one peer (our mesh master) to keep us posted about new nodes; once we
+        // have one, later peers are not asked (p1b-mesh-groups, conn2).
         let has_master = self
-            .master
+            .mesh_master
             .as_ref()
-            .is_some_and(|m| self.helpers.contains_key(m));
+            .is_some_and(|m| m != node && self.helpers.contains_key(m));
         if dialect != Dialect::P0 && !has_master {
             self.mesh_master = Some(node.to_owned());
             out.push(Effect::Send(port.clone(), vec![s("seedme1")]));

@@ -53,6 +53,37 @@ fn node_up_introduces_us_and_picks_a_master() {
 }
 
 #[test]
+fn only_the_first_1x_peer_is_asked_for_news() {
+    // p1b-mesh-groups: ref-b asks its seed (`seedme1`, conn1), not ref-a, which it meets
+    // later through the seed (conn2: addr, nodes, setup).
+    let mut g = g();
+    let out = g.helper_started("ref-seed", "ref-seed#h.1".into(), Dialect::P1b);
+    assert_eq!(out.last(), Some(&send("ref-seed#h.1", vec![s("seedme1")])));
+    g.helper_message("ref-seed", Dialect::P1b, "addr", &[arr(&["10.0.0.1:1"])]);
+    let out = g.helper_started("ref-a", "ref-a#h.2".into(), Dialect::P1b);
+    assert_eq!(
+        out,
+        vec![
+            send("ref-a#h.2", vec![s("addr"), arr(&["127.0.0.1:1"])]),
+            send(
+                "ref-a#h.2",
+                vec![
+                    s("nodes"),
+                    Value::Map(vec![("ref-seed".into(), arr(&["10.0.0.1:1"]))])
+                ]
+            ),
+            send("ref-a#h.2", vec![s("setup")]),
+        ]
+    );
+    // The seed goes: ref-a is asked instead.
+    let out = g.node_down("ref-seed");
+    assert!(
+        out.contains(&send("ref-a#h.2", vec![s("seedme1")])),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn find_answers_through_our_helper_on_the_asker() {
     let mut g = g();
     g.helper_started("a", "a#h".into(), Dialect::P1a);

@@ -1,0 +1,686 @@
+//! Mixed Perl/Rust clusters over real sockets: scripted Perl peers (2.02 global nodes and
+//! slaves, 1.30 and 1.0 mesh nodes) play their side of the captures `p2-cluster-db-json`,
+//! `p1b-mesh-groups` and `p0-mesh-groups` against Rust nodes, in the order the captures show,
+//! and check that the Rust nodes answer in the shapes the Perl nodes did.
+//!
+//! A scripted peer greets with its capture's line 1 (its own node id, our addresses), proves the
+//! capture's secret with a fresh nonce, and then exchanges JSON packets. Packets are compared as
+//! JSON values (maps without regard to key order). A failed wait prints everything the peer
+//! received so far.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use aemp::node::{DialectMode, Node, NodeConfig};
+use aemp::proto::dialect::Dialect;
+use aemp::proto::framing::{self, DEFAULT_MAX_PACKET, Framing, PacketDecoder};
+use aemp::proto::greeting::{Greeting, Nonce};
+use aemp::proto::handshake::{Event, Handshake, HandshakeConfig, OwnGreeting};
+use aemp::proto::value::{Value, to_value};
+use bytes::BytesMut;
+use common::{Capture, Dir, lines};
+use serde_json::{Value as J, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// How long a peer waits for one packet (or a connection).
+const WAIT: Duration = Duration::from_secs(5);
+/// How long a peer listens for packets that should not come.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Line 1 of one side of a capture's connection, as a scripted peer named `id` sends it: the
+/// capture's keys and order, our id, and `peeraddr` set to the other end as we see it.
+fn line1(cap: &Capture, conn: usize, dir: Dir, id: &str, peeraddr: &str) -> String {
+    let (ls, _) = lines(&cap.bytes(conn, dir), 1);
+    let mut g = Greeting::parse(&ls[0]).unwrap();
+    g.node_id = id.to_owned();
+    for (k, v) in &mut g.keys {
+        if k == "peeraddr" {
+            *v = Some(peeraddr.to_owned());
+        }
+    }
+    g.to_line()
+}
+
+/// The JSON text of a received value (`Value`'s display is JSON for everything Perl sends).
+fn to_json(v: &Value) -> J {
+    let text = v.to_string();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON: {text}: {e}"))
+}
+
+/// `p[1]` of a node-port packet (`["", tag, …]`).
+fn tag(p: &J) -> Option<&str> {
+    match p.as_array()?.as_slice() {
+        [J::String(dest), J::String(tag), ..] if dest.is_empty() => Some(tag),
+        _ => None,
+    }
+}
+
+/// One line per packet, for failure messages.
+fn show(packets: &[J]) -> String {
+    packets
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A free loopback port (for a node that must know its address before it listens).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A scripted Perl node on one connection.
+struct Peer {
+    /// Our node id (a name for messages).
+    id: String,
+    /// The node at the other end.
+    other: String,
+    w: OwnedWriteHalf,
+    framing: Framing,
+    rx: mpsc::UnboundedReceiver<J>,
+    /// Received and not consumed by an `expect` yet.
+    pending: VecDeque<J>,
+    /// Everything received, in order.
+    seen: Vec<J>,
+}
+
+impl Peer {
+    /// Waits for the Rust node to dial `listener`, then greets as `id` with `line1`.
+    async fn accept(listener: &TcpListener, id: &str, line1: String, secret: &[u8]) -> Peer {
+        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{id}: nobody connected to {} within {WAIT:?}",
+                    listener.local_addr().unwrap()
+                )
+            })
+            .unwrap();
+        Peer::handshake(stream, id, line1, secret).await
+    }
+
+    /// Dials `addr` and greets as `id` with `line1`.
+    async fn dial(addr: &str, id: &str, line1: String, secret: &[u8]) -> Peer {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Peer::handshake(stream, id, line1, secret).await
+    }
+
+    /// Runs the handshake with our line 1 (the dialect it shows), a fresh nonce and `secret`,
+    /// then reads every packet into a channel.
+    async fn handshake(mut stream: TcpStream, id: &str, line1: String, secret: &[u8]) -> Peer {
+        let mut cfg = HandshakeConfig::new(id, secret.to_vec(), Dialect::P0);
+        cfg.greeting = OwnGreeting::Injected {
+            line1,
+            nonce: Nonce::random().unwrap(),
+        };
+        let mut hs = Handshake::new(cfg).unwrap();
+        let mut buf = [0u8; 4096];
+        let est = 'done: loop {
+            while let Some(ev) = hs.poll_event() {
+                match ev {
+                    Event::PeerGreeting(_) => hs.accept_peer(None).unwrap(),
+                    Event::StartTls(_) => panic!("{id}: no TLS here"),
+                    Event::Established(e) => break 'done e,
+                }
+            }
+            stream.write_all(&hs.take_output()).await.unwrap();
+            let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{id}: handshake timed out"))
+                .unwrap();
+            assert!(
+                n > 0,
+                "{id}: the Rust node closed the connection in the handshake"
+            );
+            hs.feed(&buf[..n])
+                .unwrap_or_else(|e| panic!("{id}: handshake failed: {e}"));
+        };
+        stream.write_all(&hs.take_output()).await.unwrap();
+        let other = est.peer_node_id().to_owned();
+        let (mut r, w) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut pending = BytesMut::from(&est.leftover[..]);
+        let recv_framing = est.recv_framing;
+        let who = id.to_owned();
+        actix_rt::spawn(async move {
+            let mut dec = PacketDecoder::new(recv_framing, DEFAULT_MAX_PACKET);
+            let mut chunk = [0u8; 4096];
+            loop {
+                while let Some(p) = dec
+                    .decode(&mut pending)
+                    .unwrap_or_else(|e| panic!("{who}: undecodable packet: {e}"))
+                {
+                    let v = p
+                        .to_value()
+                        .unwrap_or_else(|e| panic!("{who}: undecodable packet: {e}"));
+                    let j = to_json(&v);
+                    // Keepalives (`[]`) are no traffic.
+                    if j.as_array().is_some_and(Vec::is_empty) {
+                        continue;
+                    }
+                    if tx.send(j).is_err() {
+                        return;
+                    }
+                }
+                match r.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        Peer {
+            id: id.to_owned(),
+            other,
+            w,
+            framing: est.send_framing,
+            rx,
+            pending: VecDeque::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Sends one packet.
+    async fn send(&mut self, packet: J) {
+        let v: Value = to_value(&packet).unwrap();
+        let mut out = BytesMut::new();
+        framing::encode_value(self.framing, &v, &mut out).unwrap();
+        self.w.write_all(&out).await.unwrap();
+    }
+
+    /// Sends packets in order.
+    async fn send_all(&mut self, packets: Vec<J>) {
+        for p in packets {
+            self.send(p).await;
+        }
+    }
+
+    /// The next packet within `wait`, if any (recorded in `seen`).
+    async fn recv(&mut self, wait: Duration) -> Option<J> {
+        let p = tokio::time::timeout(wait, self.rx.recv()).await.ok()??;
+        self.seen.push(p.clone());
+        Some(p)
+    }
+
+    /// The first packet not consumed yet that satisfies `pred` (waiting up to [`WAIT`] for
+    /// it); others stay pending. Panics with everything received if none comes.
+    async fn expect(&mut self, what: &str, pred: impl Fn(&J) -> bool) -> J {
+        if let Some(at) = self.pending.iter().position(&pred) {
+            return self.pending.remove(at).unwrap();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left).await {
+                Some(p) if pred(&p) => return p,
+                Some(p) => self.pending.push_back(p),
+                None => panic!(
+                    "{}: no {what} from {} within {WAIT:?}; received:\n{}",
+                    self.id,
+                    self.other,
+                    show(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// Waits for exactly this packet (see [`Peer::expect`]).
+    async fn expect_eq(&mut self, want: J) -> J {
+        let what = want.to_string();
+        self.expect(&what, |p| *p == want).await
+    }
+
+    /// Waits for a node-port request with this tag.
+    async fn expect_tag(&mut self, t: &str) -> J {
+        self.expect(&format!("[\"\",{t:?},…]"), |p| tag(p) == Some(t))
+            .await
+    }
+
+    /// Lets [`QUIET`] pass and returns every packet received by then.
+    async fn settle(&mut self) -> &[J] {
+        while self.recv(QUIET).await.is_some() {}
+        &self.seen
+    }
+}
+
+/// A Rust node for these tests: one worker, the capture's secret.
+async fn rust_node(id: &str, secret: &[u8], config: NodeConfig) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("aemp=debug")
+        .try_init();
+    Node::start(NodeConfig {
+        node_id: id.into(),
+        secret: secret.to_vec(),
+        workers: 1,
+        ..config
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `cond` until it holds (panics with `what` after [`WAIT`]).
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn loopback() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
+
+#[actix_rt::test]
+async fn a_rust_slave_binds_to_a_perl_global_and_reaches_another_node_through_it() {
+    let cap = Capture::load("p2-cluster-db-json");
+    let (g1_listener, g1_addr) = loopback().await;
+    let (s2_listener, s2_addr) = loopback().await;
+    let node = rust_node(
+        "rust-s1",
+        &cap.secret,
+        NodeConfig {
+            seeds: vec![g1_addr.clone()],
+            dialect: DialectMode::Fixed(Dialect::P2),
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    let me = node.id().to_owned();
+    let listener = node.listeners()[0].to_string();
+
+    // conn5: the slave dials its seed ref-g1, a global node, which says so at node-up.
+    let mut g1 = Peer::accept(
+        &g1_listener,
+        "ref-g1",
+        line1(&cap, 5, Dir::S2c, "ref-g1", &listener),
+        &cap.secret,
+    )
+    .await;
+    assert_eq!(g1.other, me);
+    g1.send(json!(["", "g_global"])).await;
+    // `g_slave` (be global), then `g_slave db` (be my master), in this order.
+    g1.expect_eq(json!(["", "g_slave"])).await;
+    g1.expect_eq(json!(["", "g_slave", {"'l": {&me: [&listener]}}]))
+        .await;
+    until("ref-g1 is the master", || {
+        node.master().as_deref() == Some("ref-g1")
+    })
+    .await;
+    assert!(!node.is_global());
+
+    // A message to a node nobody told us of: the master is asked (conn6 at 9.24 s).
+    node.snd("ref-s2#p", &("hello-from-rust", 1)).unwrap();
+    g1.expect_eq(json!(["", "g_find", "ref-s2"])).await;
+    g1.send(json!(["", "g_found", "ref-s2", [&s2_addr]])).await;
+
+    // conn7: the slave dials ref-s2 where the master said, and the message follows.
+    let mut s2 = Peer::accept(
+        &s2_listener,
+        "ref-s2",
+        line1(&cap, 7, Dir::S2c, "ref-s2", &listener),
+        &cap.secret,
+    )
+    .await;
+    assert_eq!(s2.other, me);
+    let first = s2.recv(WAIT).await;
+    assert_eq!(
+        first,
+        Some(json!(["p", "hello-from-rust", 1])),
+        "ref-s2 received:\n{}",
+        show(&s2.seen)
+    );
+    assert!(node.up_nodes().contains(&"ref-s2".to_owned()));
+    // Nothing else went to ref-s2, and ref-g1 got only the requests above.
+    assert_eq!(s2.settle().await.len(), 1, "{}", show(&s2.seen));
+    let to_g1: Vec<J> = g1.settle().await.to_vec();
+    assert_eq!(
+        to_g1,
+        [
+            json!(["", "g_slave"]),
+            json!(["", "g_slave", {"'l": {&me: [&listener]}}]),
+            json!(["", "g_find", "ref-s2"]),
+        ],
+        "ref-g1 received:\n{}",
+        show(&to_g1)
+    );
+    node.shutdown();
+}
+
+/// A Rust global node (its own listener is one of its seeds) in `p2-cluster-db-json`'s place
+/// of ref-g1, with the scripted global ref-g2 (conn3) and slave ref-s1 (conn5) dialling it.
+struct GlobalCase {
+    cap: Capture,
+    node: Node,
+    me: String,
+    addr: String,
+    g2_addr: String,
+    s1_addr: String,
+    _listeners: [TcpListener; 2],
+}
+
+impl GlobalCase {
+    async fn start() -> GlobalCase {
+        let cap = Capture::load("p2-cluster-db-json");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let node = rust_node(
+            "rust-g1",
+            &cap.secret,
+            NodeConfig {
+                binds: vec![addr.clone()],
+                seeds: vec![addr.clone()],
+                dialect: DialectMode::Auto {
+                    default: Dialect::P2,
+                },
+                ..NodeConfig::default()
+            },
+        )
+        .await;
+        let me = node.id().to_owned();
+        // As ref-g1 in the capture, which greeted ref-g2 with g_global before anything else.
+        until("the node is global", || node.is_global()).await;
+        assert_eq!(node.master().as_deref(), Some(me.as_str()));
+        let (g2_listener, g2_addr) = loopback().await;
+        let (s1_listener, s1_addr) = loopback().await;
+        GlobalCase {
+            cap,
+            node,
+            me,
+            addr,
+            g2_addr,
+            s1_addr,
+            _listeners: [g2_listener, s1_listener],
+        }
+    }
+
+    /// conn3: the global ref-g2 dials us (we are its seed) and the two exchange databases;
+    /// our `g_set` carries our slaves' listeners (`'l`), ours included.
+    async fn global_joins(&self, slaves_l: J) -> Peer {
+        let (me, addr, g2_addr) = (&self.me, &self.addr, &self.g2_addr);
+        let line = line1(&self.cap, 3, Dir::C2s, "ref-g2", addr);
+        let mut g2 = Peer::dial(addr, "ref-g2", line, &self.cap.secret).await;
+        assert_eq!(g2.other, *me);
+        g2.expect_eq(json!(["", "g_global"])).await;
+        g2.send_all(vec![
+            json!(["", "g_global"]),
+            json!(["", "g_slave"]),
+            json!(["", "g_upd", "'g", {me: null}, []]),
+            json!(["", "g_set", {"'g": {me: null, "ref-g2": null}, "'l": {"ref-g2": [g2_addr]}}]),
+        ])
+        .await;
+        let want = [
+            json!(["", "g_global"]),
+            json!(["", "g_upd", "'g", {"ref-g2": null}, []]),
+            json!(["", "g_set", {"'g": {me: null, "ref-g2": null}, "'l": slaves_l}]),
+            // ref-g2's listeners, mirrored in our own database, are a change of our part.
+            json!(["", "g_upd", "'l", {"ref-g2": [g2_addr]}, []]),
+        ];
+        g2.expect_eq(want[3].clone()).await;
+        let exchange = g2.settle().await.to_vec();
+        assert_eq!(
+            exchange,
+            want,
+            "order as in conn3; ref-g2 received:\n{}",
+            show(&exchange)
+        );
+        g2
+    }
+
+    /// conn5: the slave ref-s1 dials us (its seed, so its master), sends its database and
+    /// asks where we listen.
+    async fn slave_joins(&self) -> Peer {
+        let (me, addr) = (&self.me, &self.addr);
+        let line = line1(&self.cap, 5, Dir::C2s, "ref-s1", addr);
+        let mut s1 = Peer::dial(addr, "ref-s1", line, &self.cap.secret).await;
+        s1.send_all(vec![
+            json!(["", "g_slave"]),
+            json!(["", "g_slave", {"'l": {"ref-s1": [&self.s1_addr]}}]),
+            json!(["", "g_find", me]),
+            json!(["", "g_slave"]),
+        ])
+        .await;
+        s1.expect_eq(json!(["", "g_global"])).await;
+        s1.expect_eq(json!(["", "g_found", me, [addr]])).await;
+        let to_s1 = s1.settle().await.to_vec();
+        assert_eq!(
+            to_s1,
+            [json!(["", "g_global"]), json!(["", "g_found", me, [addr]])],
+            "ref-s1 received:\n{}",
+            show(&to_s1)
+        );
+        s1
+    }
+
+    async fn l_keys(&self) -> Vec<String> {
+        let mut keys = tokio::time::timeout(WAIT, self.node.db_keys("'l"))
+            .await
+            .expect("db_keys answered")
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+#[actix_rt::test]
+async fn a_rust_global_serves_a_perl_slave_and_tells_a_perl_global() {
+    let c = GlobalCase::start().await;
+    let (me, addr, s1_addr) = (&c.me, &c.addr, &c.s1_addr);
+    let mut g2 = c.global_joins(json!({me: [addr]})).await;
+    let exchanged = g2.seen.len();
+    let s1 = c.slave_joins().await;
+    // The slave's listeners go to the other global as a change of ours (conn3 at 2.49 s).
+    g2.expect_eq(json!(["", "g_upd", "'l", {"ref-s1": [s1_addr]}, []]))
+        .await;
+    assert_eq!(c.l_keys().await, ["ref-g2", "ref-s1", me.as_str()]);
+
+    // The slave goes: its entry goes, and the other global is told (conn3 at 10.80 s).
+    drop(s1);
+    g2.expect_eq(json!(["", "g_upd", "'l", {}, ["ref-s1"]]))
+        .await;
+    let rest: Vec<J> = g2.settle().await[exchanged..].to_vec();
+    assert_eq!(
+        rest,
+        [
+            json!(["", "g_upd", "'l", {"ref-s1": [s1_addr]}, []]),
+            json!(["", "g_upd", "'l", {}, ["ref-s1"]]),
+        ],
+        "ref-g2 received:\n{}",
+        show(&g2.seen)
+    );
+    assert_eq!(c.l_keys().await, ["ref-g2", me.as_str()]);
+    c.node.shutdown();
+}
+
+#[actix_rt::test]
+async fn a_perl_global_that_joins_later_gets_the_rust_globals_slaves_in_g_set() {
+    let c = GlobalCase::start().await;
+    let (me, addr, s1_addr) = (&c.me, &c.addr, &c.s1_addr);
+    let s1 = c.slave_joins().await;
+    let mut g2 = c
+        .global_joins(json!({me: [addr], "ref-s1": [s1_addr]}))
+        .await;
+    let exchanged = g2.seen.len();
+    drop(s1);
+    g2.expect_eq(json!(["", "g_upd", "'l", {}, ["ref-s1"]]))
+        .await;
+    let rest = g2.settle().await[exchanged..].to_vec();
+    assert_eq!(rest.len(), 1, "ref-g2 received:\n{}", show(&g2.seen));
+    c.node.shutdown();
+}
+
+/// What a 1.x mesh test needs to know of its capture.
+struct Mesh {
+    capture: &'static str,
+    dialect: DialectMode,
+    /// The seed's helper name on the node (the capture's, for its connection 1).
+    seed_helper: &'static str,
+    /// The third node's helper name on the node (connection 2).
+    third_helper: &'static str,
+    /// 1.24+: `setup` follows the introduction.
+    setup: bool,
+}
+
+/// A Rust node plays `ref-b` of a 1.x mesh capture: seeded to the scripted `ref-seed` only, it
+/// hears of `ref-a` through the seed's helper and connects to it.
+async fn joins_a_mesh(m: Mesh) {
+    let cap = Capture::load(m.capture);
+    let (seed_listener, seed_addr) = loopback().await;
+    let (a_listener, a_addr) = loopback().await;
+    let node = rust_node(
+        "rust-b",
+        &cap.secret,
+        NodeConfig {
+            seeds: vec![seed_addr.clone()],
+            dialect: m.dialect,
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    let me = node.id().to_owned();
+    let listener = node.listeners()[0].to_string();
+
+    // conn1: ref-b dials the seed; each side spawns its helper on the other.
+    let mut seed = Peer::accept(
+        &seed_listener,
+        "ref-seed",
+        line1(&cap, 1, Dir::S2c, "ref-seed", &listener),
+        &cap.secret,
+    )
+    .await;
+    let h = m.seed_helper;
+    let mut intro = vec![
+        json!([
+            "",
+            "AnyEvent::MP::_spawn",
+            h,
+            "AnyEvent::MP::Global::connect",
+            0,
+            "ref-seed"
+        ]),
+        json!(["", "mon1", h]),
+        json!([h, "addr", [&seed_addr]]),
+        json!([h, "nodes", {"ref-a": [&a_addr]}]),
+    ];
+    if m.setup {
+        intro.push(json!([h, "setup"]));
+    }
+    seed.send_all(intro).await;
+    let spawn = seed.expect_tag("AnyEvent::MP::_spawn").await;
+    let helper = spawn[2].as_str().unwrap().to_owned();
+    assert_eq!(
+        spawn,
+        json!([
+            "",
+            "AnyEvent::MP::_spawn",
+            &helper,
+            "AnyEvent::MP::Global::connect",
+            0,
+            &me
+        ]),
+    );
+    let mut want = vec![
+        spawn.clone(),
+        json!(["", "mon1", &helper]),
+        json!([&helper, "addr", [&listener]]),
+    ];
+    if m.setup {
+        // 1.1+: the first node up is asked for news (`seedme1`).
+        want.push(json!([&helper, "setup"]));
+        want.push(json!([&helper, "seedme1"]));
+    }
+    seed.expect_eq(want.last().unwrap().clone()).await;
+
+    // conn2: told of ref-a, the node connects to it — a full mesh.
+    let mut a = Peer::accept(
+        &a_listener,
+        "ref-a",
+        line1(&cap, 2, Dir::S2c, "ref-a", &listener),
+        &cap.secret,
+    )
+    .await;
+    assert_eq!(a.other, me);
+    let h = m.third_helper;
+    let mut intro = vec![
+        json!([
+            "",
+            "AnyEvent::MP::_spawn",
+            h,
+            "AnyEvent::MP::Global::connect",
+            0,
+            "ref-a"
+        ]),
+        json!(["", "mon1", h]),
+        json!([h, "addr", [&a_addr]]),
+        json!([h, "nodes", {"ref-seed": [&seed_addr]}]),
+    ];
+    if m.setup {
+        intro.push(json!([h, "setup"]));
+    }
+    a.send_all(intro).await;
+    let spawn = a.expect_tag("AnyEvent::MP::_spawn").await;
+    let helper = spawn[2].as_str().unwrap().to_owned();
+    let mut want_a = vec![
+        json!([
+            "",
+            "AnyEvent::MP::_spawn",
+            &helper,
+            "AnyEvent::MP::Global::connect",
+            0,
+            &me
+        ]),
+        json!(["", "mon1", &helper]),
+        json!([&helper, "addr", [&listener]]),
+        json!([&helper, "nodes", {"ref-seed": [&seed_addr]}]),
+    ];
+    if m.setup {
+        // No `seedme1`: the node has its master (the seed) already.
+        want_a.push(json!([&helper, "setup"]));
+    }
+    let to_a = a.settle().await.to_vec();
+    assert_eq!(to_a, want_a, "ref-a received:\n{}", show(&to_a));
+    let to_seed = seed.settle().await.to_vec();
+    assert_eq!(to_seed, want, "ref-seed received:\n{}", show(&to_seed));
+    let mut up = node.up_nodes();
+    up.sort();
+    assert_eq!(up, ["ref-a", "ref-seed"]);
+    assert_eq!(
+        node.known_listeners("ref-a"),
+        Some(vec![a_addr.clone()]),
+        "the helper's addr"
+    );
+    node.shutdown();
+}
+
+#[actix_rt::test]
+async fn a_rust_node_joins_a_perl_1_30_mesh_through_its_seed() {
+    joins_a_mesh(Mesh {
+        capture: "p1b-mesh-groups",
+        dialect: DialectMode::Auto {
+            default: Dialect::P1b,
+        },
+        seed_helper: "hqBKDjcx21Ec9nQiB.c",
+        third_helper: "ylKhn4do7VMFBvjG.c",
+        setup: true,
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_rust_node_joins_a_perl_1_0_mesh_through_its_seed() {
+    joins_a_mesh(Mesh {
+        capture: "p0-mesh-groups",
+        dialect: DialectMode::Fixed(Dialect::P0),
+        seed_helper: "OwWVNZLQnG2NB8i1.c",
+        third_helper: "k9Vm0RdnRsz4LojY.c",
+        setup: false,
+    })
+    .await;
+}
