@@ -215,7 +215,9 @@ impl Handshaking<'_> {
             }
             Err(refusal) => {
                 self.seen.duplicate = refusal.is_duplicate();
-                Err(self.hs_err(hs.refuse(refusal.to_string())))
+                let e = hs.refuse(refusal.to_string());
+                flush_on_failure(stream, hs).await;
+                Err(self.hs_err(e))
             }
         }
     }

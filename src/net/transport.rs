@@ -517,6 +517,20 @@ fn log_failed_handshake(
         tracing::debug!(%node, "{e}");
         return;
     }
+    let closed_after_greeting = matches!(
+        e,
+        TransportError::Handshake {
+            source: HandshakeError::UnexpectedEof { .. },
+            ..
+        }
+    ) && seen.node.is_some();
+    if dial.is_some() && closed_after_greeting {
+        // A listener that greets and then closes has refused us at line 1, as Perl and we do
+        // when another connection between the two nodes is up or under way (the node reports
+        // a failure to reach it if there is none).
+        tracing::info!(%node, "{e}");
+        return;
+    }
     if let Some(theirs) = seen.mismatch {
         match dial {
             Some(d) if d.redials_on_mismatch => {

@@ -523,9 +523,17 @@ impl Handler<Down> for NodeRegistry {
             _ => None,
         };
         // A mismatch we redial is no failure for whoever waits for the link: the redial's
-        // outcome is; nor is a duplicate we refused: the other connection is the link.
+        // outcome is; nor is a duplicate either side refused: the other connection is the
+        // link.
+        let other = msg.node.as_ref().is_some_and(|n| {
+            self.up.get(n).is_some_and(|l| l.conn != msg.conn)
+                || self
+                    .handshakes
+                    .get(n)
+                    .is_some_and(|hs| hs.iter().any(|(c, _)| *c != msg.conn))
+        });
         if let (None, false, false, LinkEnd::Failed(error)) =
-            (&redial, msg.duplicate, msg.was_up, &msg.end)
+            (&redial, msg.duplicate || other, msg.was_up, &msg.end)
         {
             let _ = self.shared.events.link_errors.send(LinkError {
                 addr: msg.addr.clone(),

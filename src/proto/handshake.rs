@@ -548,8 +548,10 @@ impl Handshake {
         self.run()
     }
 
-    /// Refuses the peer after [`Event::PeerGreeting`] (already connected, not wanted, …).
+    /// Refuses the peer after [`Event::PeerGreeting`] (already connected, not wanted, …). A
+    /// greeting we deferred goes out first (see [`Handshake::take_output`]).
     pub fn refuse(&mut self, reason: impl Into<String>) -> HandshakeError {
+        self.greet_before_refusing();
         let err = HandshakeError::Refused {
             peer: self.peer_name(),
             reason: reason.into(),
@@ -699,17 +701,9 @@ impl Handshake {
             .as_ref()
             .is_some_and(|p| p.greeting.node_id == self.config.node_id)
         {
-            // Perl has sent its greeting by now, and from it the dialling side (ourselves)
-            // learns that this address is its own, as it must for a seed that is this node:
-            // a deferred greeting goes out before the refusal.
-            if self.own.is_none() {
-                let d = self
-                    .peer
-                    .as_ref()
-                    .and_then(|p| p.dialect)
-                    .unwrap_or(Dialect::P0);
-                self.send_greeting(d);
-            }
+            // From our greeting the dialling side (ourselves) learns that this address is its
+            // own, as it must for a seed that is this node.
+            self.greet_before_refusing();
             return Err(HandshakeError::TalkingToItself { peer });
         }
         if let Some(p) = &self.peer {
@@ -906,6 +900,20 @@ impl Handshake {
                 leftover: std::mem::take(&mut self.input),
             })));
         Ok(())
+    }
+
+    /// Perl greets before it reads anything, so a peer it refuses knows whom it reached (a
+    /// dialler that reached itself, or a node that keeps another connection to it): a greeting
+    /// we deferred goes out before a refusal, in the peer's dialect.
+    fn greet_before_refusing(&mut self) {
+        if self.own.is_none() {
+            let d = self
+                .peer
+                .as_ref()
+                .and_then(|p| p.dialect)
+                .unwrap_or(Dialect::P0);
+            self.send_greeting(d);
+        }
     }
 
     fn send_greeting(&mut self, dialect: Dialect) {
