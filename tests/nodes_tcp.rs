@@ -710,7 +710,10 @@ async fn a_node_that_links_again_later_replaces_its_old_link() {
     .await
     .expect("second dial");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(old_errors.try_recv().is_err(), "a refused duplicate is no link error");
+    assert!(
+        old_errors.try_recv().is_err(),
+        "a refused duplicate is no link error"
+    );
     assert!(events.try_recv().is_err(), "no down, no up");
     // Later, a node with the same id (the old one restarted, as far as `a` can tell) links
     // to `a` while `a` still holds the old link: the new link replaces it.

@@ -5,6 +5,7 @@
 //! each received packet straight to the port's actix recipient (`inbound`). The registry actor
 //! only decides which transport carries which node.
 mod config;
+mod database;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -30,6 +31,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use config::{DialectMode, NodeConfig};
+pub use database::{DbChange, DbGuard, DbMonitor, valid_family};
 pub use kernel::MAX_NODE_PORT_HOPS;
 pub use links::transport_error;
 use links::{Links, Outgoing};
@@ -90,6 +92,23 @@ pub enum NodeError {
     NotASequence {
         /// The destination.
         port: String,
+    },
+    /// A database family name that cannot be written (`[A-Za-z][A-Za-z0-9_:]*`; the network's
+    /// own `'l` and `'g` can only be read).
+    #[error("{0:?} is not a database family name ([A-Za-z][A-Za-z0-9_:]*)")]
+    Family(String),
+    /// A database key must not be empty.
+    #[error("a key in family {0:?} must not be empty")]
+    DbKey(String),
+    /// A database value could not be represented.
+    #[error("cannot store the value of {family}/{key}: {reason}")]
+    DbValue {
+        /// The family.
+        family: String,
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
     },
     /// A query of the network's database got no usable answer.
     #[error("query of family {family:?} failed: {reason}")]

@@ -13,7 +13,7 @@ use actix::Actor;
 use tokio::sync::oneshot;
 
 use super::global;
-use super::{Message, Node, NodeError, Shared, lock, read, write};
+use super::{Message, Node, Shared, lock, read, write};
 use crate::proto::node_request::tag;
 use crate::proto::value::Value;
 
@@ -366,53 +366,5 @@ impl Node {
     /// node made it its seed (`g_slave`).
     pub fn is_global(&self) -> bool {
         self.shared.global().is_global()
-    }
-
-    /// Perl's `db_family`: a family of the network's database (`'l`: node id → listeners),
-    /// as the master (or this node, if global) holds it. Waits for a master; bound it with a
-    /// timeout.
-    pub async fn db_family(&self, family: &str) -> Result<BTreeMap<String, Value>, NodeError> {
-        match self.db_query(tag::G_DB_FAMILY, family).await? {
-            Value::Map(entries) => Ok(entries.into_iter().collect()),
-            Value::Null => Ok(BTreeMap::new()),
-            _ => Err(NodeError::Query {
-                family: family.to_owned(),
-                reason: "the answer is not a map",
-            }),
-        }
-    }
-
-    /// Perl's `db_keys`: the keys of a family (see [`Node::db_family`]).
-    pub async fn db_keys(&self, family: &str) -> Result<Vec<String>, NodeError> {
-        let keys = self.db_query(tag::G_DB_KEYS, family).await?;
-        let keys = keys.as_array().and_then(|k| {
-            k.iter()
-                .map(|k| k.as_str().map(|k| k.into_owned()))
-                .collect::<Option<Vec<_>>>()
-        });
-        keys.ok_or_else(|| NodeError::Query {
-            family: family.to_owned(),
-            reason: "the answer is not a list of keys",
-        })
-    }
-
-    /// Perl's `db_values`: the values of a family (see [`Node::db_family`]).
-    pub async fn db_values(&self, family: &str) -> Result<Vec<Value>, NodeError> {
-        match self.db_query(tag::G_DB_VALUES, family).await? {
-            Value::Array(values) => Ok(values),
-            _ => Err(NodeError::Query {
-                family: family.to_owned(),
-                reason: "the answer is not a list",
-            }),
-        }
-    }
-
-    async fn db_query(&self, tag: &'static str, family: &str) -> Result<Value, NodeError> {
-        global::query(&self.shared, tag, family)
-            .await
-            .map_err(|_| NodeError::Query {
-                family: family.to_owned(),
-                reason: "the node shut down",
-            })
     }
 }

@@ -11,6 +11,7 @@
 //! [`apply`] does after the lock is released (sending may fail a link, whose monitors come back
 //! here).
 
+mod database;
 mod directory;
 mod member;
 mod mesh1;
@@ -26,6 +27,8 @@ use super::{Shared, kernel, registry};
 use crate::proto::dialect::Dialect;
 use crate::proto::node_request::{Database, Family, GlobalRequest, tag};
 use crate::proto::value::Value;
+pub use database::DbChange;
+use database::Mirror;
 pub(crate) use mesh1::connect_init;
 
 /// The init function 1.x nodes spawn on every peer.
@@ -85,6 +88,8 @@ pub(crate) struct Global {
     next_call: u64,
     /// Peers that told us they are global.
     globals: HashSet<String>,
+    /// Families we monitor, mirrored from the master.
+    mirrors: BTreeMap<String, Mirror>,
     // ---- 2.x, global nodes (directory) ----
     /// Whether we are a global node.
     is_global: bool,
@@ -215,12 +220,10 @@ impl Global {
                 continue;
             }
             for node in self.monitors.get(fam).into_iter().flatten() {
-                if *node != self.own_id {
-                    out.push(Effect::Send(
-                        node.clone(),
-                        change_msg(tag::G_CHG2, fam, &set, &del),
-                    ));
-                }
+                out.push(Effect::Send(
+                    node.clone(),
+                    change_msg(tag::G_CHG2, fam, &set, &del),
+                ));
             }
         }
         out
@@ -266,7 +269,15 @@ impl Global {
                 self.reply(id, result);
                 Vec::new()
             }
-            R::Chg1 { .. } | R::Chg2 { .. } => Vec::new(),
+            R::Chg1 { family, state } => {
+                let whole = Some(state.unwrap_or_default());
+                self.mirror_change(from, family, whole, Family::new(), Vec::new());
+                Vec::new()
+            }
+            R::Chg2 { family, set, del } => {
+                self.mirror_change(from, family, None, set, del);
+                Vec::new()
+            }
             R::Global => self.peer_is_global(from),
             R::Slave { db } => {
                 let mut out = Vec::new();
