@@ -684,3 +684,292 @@ async fn a_rust_node_joins_a_perl_1_0_mesh_through_its_seed() {
     })
     .await;
 }
+
+/// What `scenario.txt` says a node's `db_mon` callback got: (family name, family, added,
+/// changed, deleted), in order.
+fn db_mon_callbacks(capture: &str, node: &str) -> Vec<(String, J, J, J, J)> {
+    let path = common::vectors().join(format!("captures/{capture}/scenario.txt"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let marker = format!(" {node} db_mon ");
+    text.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find(&marker)? + marker.len()..];
+            let (fam, rest) = rest.split_once(": family=")?;
+            let (family, rest) = rest.split_once(" added=")?;
+            let (added, rest) = rest.split_once(" changed=")?;
+            let (changed, deleted) = rest.split_once(" deleted=")?;
+            let j = |t: &str| serde_json::from_str::<J>(t).unwrap();
+            Some((fam.to_owned(), j(family), j(added), j(changed), j(deleted)))
+        })
+        .collect()
+}
+
+/// A change as the scenario prints a callback: the family after it, and the keys (sorted).
+fn as_callback(change: &aemp::node::DbChange, family: &aemp::node::DbMonitor) -> (J, J, J, J) {
+    let keys = |m: &std::collections::BTreeMap<String, Value>| {
+        J::Array(m.keys().map(|k| J::String(k.clone())).collect())
+    };
+    let mut deleted = change.deleted.clone();
+    deleted.sort();
+    let fam: serde_json::Map<String, J> = family
+        .family()
+        .iter()
+        .map(|(k, v)| (k.clone(), to_json(v)))
+        .collect();
+    (
+        J::Object(fam),
+        keys(&change.added),
+        keys(&change.changed),
+        json!(deleted),
+    )
+}
+
+fn sorted(v: &J) -> J {
+    let mut items: Vec<J> = v.as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|a| a.to_string());
+    J::Array(items)
+}
+
+/// A Rust node in ref-s2's place of `p2-cluster-db-json`: a scripted ref-g2 replays what the
+/// Perl master sent on conn6 (`g_chg1`/`g_chg2` of `app_svc` and `'l`, the query replies), and
+/// the Rust `db_mon` streams yield what Perl's callbacks got in `scenario.txt`.
+#[actix_rt::test]
+async fn a_rust_slave_mirrors_families_as_the_perl_slave_did() {
+    let cap = Capture::load("p2-cluster-db-json");
+    let (g2_listener, g2_addr) = loopback().await;
+    let node = rust_node(
+        "ref-s2",
+        &cap.secret,
+        NodeConfig {
+            seeds: vec![g2_addr],
+            dialect: DialectMode::Fixed(Dialect::P2),
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    let listener = node.listeners()[0].to_string();
+    let mut g2 = Peer::accept(
+        &g2_listener,
+        "ref-g2",
+        line1(&cap, 6, Dir::S2c, "ref-g2", &listener),
+        &cap.secret,
+    )
+    .await;
+    g2.send(json!(["", "g_global"])).await;
+    g2.expect_eq(json!(["", "g_slave"])).await;
+    g2.expect_tag("g_slave").await;
+    until("ref-g2 is the master", || {
+        node.master().as_deref() == Some("ref-g2")
+    })
+    .await;
+
+    // What the master sent, in order; the callbacks the Perl slave printed, in order.
+    let sent: Vec<J> = cap
+        .entries(6, Dir::S2c, "JSON")
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    let queries: Vec<J> = cap
+        .entries(6, Dir::C2s, "JSON")
+        .iter()
+        .map(|p| serde_json::from_str::<J>(p).unwrap())
+        .filter(|p| tag(p).is_some_and(|t| t.starts_with("g_db_")))
+        .collect();
+    let mut want = db_mon_callbacks("p2-cluster-db-json", "ref-s2").into_iter();
+    let mut mon_app = node.db_mon("app_svc").unwrap();
+    let mut mon_l = None;
+    for p in sent {
+        match tag(&p) {
+            Some("g_chg1" | "g_chg2") => {
+                let family = p[2].as_str().unwrap().to_owned();
+                if p[1] == "g_chg1" {
+                    g2.expect_eq(json!(["", "g_mon1", &family])).await;
+                }
+                g2.send(p.clone()).await;
+                let mon = if family == "'l" {
+                    mon_l.as_mut().unwrap()
+                } else {
+                    &mut mon_app
+                };
+                let change = tokio::time::timeout(WAIT, mon.next_change())
+                    .await
+                    .unwrap_or_else(|_| panic!("no change after {p}"))
+                    .unwrap();
+                let (f, fam, added, changed, deleted) = want.next().expect("a callback");
+                assert_eq!(f, family, "after {p}");
+                let got = as_callback(&change, mon);
+                assert_eq!(
+                    (got.0, sorted(&got.1), sorted(&got.2), sorted(&got.3)),
+                    (fam, sorted(&added), sorted(&changed), sorted(&deleted)),
+                    "after {p}"
+                );
+                // Perl's driver started monitoring 'l right after app_svc's first callback.
+                if mon_l.is_none() {
+                    mon_l = Some(node.db_mon("'l").unwrap());
+                }
+            }
+            Some("g_reply") => {
+                // A query the Perl slave made (conn6, its side): ours asks the same.
+                let result = p[3].clone();
+                let (asked, fam) = queries
+                    .iter()
+                    .find(|q| q[3] == p[2])
+                    .map(|q| (q[1].as_str().unwrap(), q[2].as_str().unwrap()))
+                    .unwrap_or_else(|| panic!("no query for {p}"));
+                let n2 = node.clone();
+                let (asked, family) = (asked.to_owned(), fam.to_owned());
+                let (what, fam) = (asked.clone(), family.clone());
+                let ask = tokio::spawn(async move {
+                    let fam = fam.as_str();
+                    match what.as_str() {
+                        "g_db_family" => json!(
+                            n2.db_family(fam)
+                                .await
+                                .unwrap()
+                                .iter()
+                                .map(|(k, v)| (k.clone(), to_json(v)))
+                                .collect::<serde_json::Map<_, _>>()
+                        ),
+                        "g_db_keys" => json!(n2.db_keys(fam).await.unwrap()),
+                        _ => J::Array(
+                            n2.db_values(fam)
+                                .await
+                                .unwrap()
+                                .iter()
+                                .map(to_json)
+                                .collect(),
+                        ),
+                    }
+                });
+                let q = g2.expect_tag(&asked).await;
+                assert_eq!(q[2], json!(family), "{q}");
+                g2.send(json!(["", "g_reply", q[3].clone(), result.clone()]))
+                    .await;
+                let got = tokio::time::timeout(WAIT, ask).await.unwrap().unwrap();
+                assert_eq!(sorted(&got), sorted(&result), "{asked} {family}");
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        want.next().is_none(),
+        "every callback of the scenario was seen"
+    );
+    node.shutdown();
+}
+
+/// A Rust node in ref-s1's place of `p2-cluster-db-json`: its database changes reach the
+/// master as the `g_upd`s the Perl slave sent on conn5, in the same shapes and order.
+#[actix_rt::test]
+async fn a_rust_slave_sends_its_changes_as_the_perl_slave_did() {
+    let cap = Capture::load("p2-cluster-db-json");
+    let (g1_listener, g1_addr) = loopback().await;
+    let node = rust_node(
+        "ref-s1",
+        &cap.secret,
+        NodeConfig {
+            seeds: vec![g1_addr],
+            dialect: DialectMode::Fixed(Dialect::P2),
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    let listener = node.listeners()[0].to_string();
+    let mut g1 = Peer::accept(
+        &g1_listener,
+        "ref-g1",
+        line1(&cap, 5, Dir::S2c, "ref-g1", &listener),
+        &cap.secret,
+    )
+    .await;
+    g1.send(json!(["", "g_global"])).await;
+    g1.expect_eq(json!(["", "g_slave"])).await;
+    g1.expect_tag("g_slave").await;
+    until("ref-g1 is the master", || {
+        node.master().as_deref() == Some("ref-g1")
+    })
+    .await;
+    let perl: Vec<J> = cap
+        .entries(5, Dir::C2s, "JSON")
+        .iter()
+        .map(|p| serde_json::from_str::<J>(p).unwrap())
+        .filter(|p| tag(p) == Some("g_upd"))
+        .collect();
+    // The driver's steps (scenario.txt): db_set k1 v1, db_reg p1, db_set k1 v2, db_del k1,
+    // kil p1, db_set k2 left-behind.
+    let (port, _inbox) = node.port_stream();
+    let k1 = node.db_set("app_svc", "k1", "v1").unwrap();
+    let reg = node.db_reg("app_svc", port.id(), &()).unwrap();
+    reg.detach();
+    let k1_again = node.db_set("app_svc", "k1", "v2").unwrap();
+    k1.detach();
+    drop(k1_again);
+    node.kil(port.id(), vec![]).unwrap();
+    node.db_set("app_svc", "k2", "left-behind")
+        .unwrap()
+        .detach();
+    let mut got = Vec::new();
+    for _ in 0..perl.len() {
+        got.push(g1.expect_tag("g_upd").await);
+    }
+    // Port ids differ; everything else is as Perl sent it.
+    let ours = |p: &J| p.to_string().replace(port.id(), "<p1>");
+    let theirs = |p: &J| p.to_string().replace("ref-s1#vG7bjOPqRc", "<p1>");
+    assert_eq!(
+        got.iter().map(ours).collect::<Vec<_>>(),
+        perl.iter().map(theirs).collect::<Vec<_>>()
+    );
+    assert!(
+        g1.settle()
+            .await
+            .iter()
+            .filter(|p| tag(p) == Some("g_upd"))
+            .count()
+            == perl.len()
+    );
+    node.shutdown();
+}
+
+/// A Rust global node in ref-g1's place: the Perl slave ref-s1's changes (conn5) reach the other
+/// global as the `g_upd`s ref-g1 sent on conn3, in order; when the slave leaves, what it left
+/// behind goes everywhere (Perl's order between families is its hash order: any order here).
+#[actix_rt::test]
+async fn a_rust_global_relays_a_perl_slaves_changes_as_the_perl_global_did() {
+    let c = GlobalCase::start().await;
+    let (me, addr) = (&c.me, &c.addr);
+    let mut g2 = c.global_joins(json!({me: [addr]})).await;
+    let mut s1 = c.slave_joins().await;
+    g2.expect_tag("g_upd").await; // ref-s1's 'l
+    let from_slave: Vec<J> = c
+        .cap
+        .entries(5, Dir::C2s, "JSON")
+        .iter()
+        .map(|p| serde_json::from_str::<J>(p).unwrap())
+        .filter(|p| tag(p) == Some("g_upd"))
+        .collect();
+    let relayed: Vec<J> = c
+        .cap
+        .entries(3, Dir::S2c, "JSON")
+        .iter()
+        .map(|p| serde_json::from_str::<J>(p).unwrap())
+        .filter(|p| tag(p) == Some("g_upd") && p[2] == "app_svc")
+        .collect();
+    // The capture's last relay of app_svc is the slave leaving (k2 left behind).
+    let (changes, leaving) = relayed.split_at(relayed.len() - 1);
+    s1.send_all(from_slave).await;
+    for want in changes {
+        g2.expect_eq(want.clone()).await;
+    }
+    drop(s1);
+    g2.expect_eq(leaving[0].clone()).await;
+    g2.expect_eq(json!(["", "g_upd", "'l", {}, ["ref-s1"]]))
+        .await;
+    assert!(
+        tokio::time::timeout(WAIT, c.node.db_family("app_svc"))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    c.node.shutdown();
+}

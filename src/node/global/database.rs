@@ -34,6 +34,8 @@ impl DbChange {
 #[derive(Default)]
 pub(super) struct Mirror {
     replica: Family,
+    /// The master told us the whole family (`g_chg1`) at least once.
+    synced: bool,
     subscribers: BTreeMap<u64, mpsc::UnboundedSender<DbChange>>,
 }
 
@@ -73,15 +75,15 @@ impl Global {
         let mut out = Vec::new();
         match self.mirrors.get_mut(family) {
             Some(mirror) => {
-                // Monitored already: a snapshot now (the master told us its state before).
-                let first = DbChange {
-                    family: family.to_owned(),
-                    added: mirror.replica.clone(),
-                    changed: BTreeMap::new(),
-                    deleted: Vec::new(),
-                };
-                if !first.is_empty() {
-                    let _ = tx.send(first);
+                // Monitored already: the family as we have it now (even empty, as Perl calls
+                // back), unless the master's first answer is still to come.
+                if mirror.synced {
+                    let _ = tx.send(DbChange {
+                        family: family.to_owned(),
+                        added: mirror.replica.clone(),
+                        changed: BTreeMap::new(),
+                        deleted: Vec::new(),
+                    });
                 }
                 mirror.subscribers.insert(id, tx);
             }
@@ -138,6 +140,9 @@ impl Global {
         let Some(mirror) = self.mirrors.get_mut(&family) else {
             return;
         };
+        // The first whole family is news even when empty: the monitor is in place.
+        let first = whole.is_some() && !mirror.synced;
+        mirror.synced |= whole.is_some();
         let mut change = DbChange {
             family,
             added: BTreeMap::new(),
@@ -175,7 +180,7 @@ impl Global {
                 change.deleted.push(k);
             }
         }
-        if change.is_empty() {
+        if change.is_empty() && !first {
             return;
         }
         mirror

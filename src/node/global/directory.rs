@@ -96,7 +96,20 @@ impl Global {
                 let own = m.clone();
                 self.shard_change(&own, family, set, del)
             }
-            Some(m) => vec![Effect::Send(m, change_msg(tag::G_UPD, family, &set, del))],
+            // As Perl's `db_set` (`g_upd family {k: v}`) and `db_del` (`g_upd family undef
+            // [k…]`) send them.
+            Some(m) => {
+                let mut msg = vec![s(tag::G_UPD), s(family)];
+                match (set.is_empty(), del.is_empty()) {
+                    (false, true) => msg.push(map_value(&set)),
+                    (true, false) => {
+                        msg.push(Value::Null);
+                        msg.push(Value::Array(del.iter().map(|k| s(k)).collect()));
+                    }
+                    _ => msg = change_msg(tag::G_UPD, family, &set, del),
+                }
+                vec![Effect::Send(m, msg)]
+            }
             None => Vec::new(),
         }
     }
