@@ -685,6 +685,46 @@ async fn a_rust_node_joins_a_perl_1_0_mesh_through_its_seed() {
     .await;
 }
 
+/// The JSON packets of one side of a capture's connection, in order.
+fn packets(cap: &Capture, conn: usize, dir: Dir) -> Vec<J> {
+    cap.entries(conn, dir, "JSON")
+        .iter()
+        .map(|p| serde_json::from_str::<J>(p).unwrap())
+        .collect()
+}
+
+/// A Rust node named `id` (P2) whose seed is a scripted Perl global `master` (greeting as on
+/// the capture's `conn`), once it has bound itself to that master.
+async fn slave_of_scripted_master(
+    cap: &Capture,
+    id: &str,
+    conn: usize,
+    master: &str,
+) -> (Node, Peer) {
+    let (listener, addr) = loopback().await;
+    let node = rust_node(
+        id,
+        &cap.secret,
+        NodeConfig {
+            seeds: vec![addr],
+            dialect: DialectMode::Fixed(Dialect::P2),
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    let ours = node.listeners()[0].to_string();
+    let line = line1(cap, conn, Dir::S2c, master, &ours);
+    let mut peer = Peer::accept(&listener, master, line, &cap.secret).await;
+    peer.send(json!(["", "g_global"])).await;
+    peer.expect_eq(json!(["", "g_slave"])).await;
+    peer.expect_tag("g_slave").await;
+    until("the scripted global is the master", || {
+        node.master().as_deref() == Some(master)
+    })
+    .await;
+    (node, peer)
+}
+
 /// What `scenario.txt` says a node's `db_mon` callback got: (family name, family, added,
 /// changed, deleted), in order.
 fn db_mon_callbacks(capture: &str, node: &str) -> Vec<(String, J, J, J, J)> {
@@ -736,43 +776,12 @@ fn sorted(v: &J) -> J {
 #[actix_rt::test]
 async fn a_rust_slave_mirrors_families_as_the_perl_slave_did() {
     let cap = Capture::load("p2-cluster-db-json");
-    let (g2_listener, g2_addr) = loopback().await;
-    let node = rust_node(
-        "ref-s2",
-        &cap.secret,
-        NodeConfig {
-            seeds: vec![g2_addr],
-            dialect: DialectMode::Fixed(Dialect::P2),
-            ..NodeConfig::default()
-        },
-    )
-    .await;
-    let listener = node.listeners()[0].to_string();
-    let mut g2 = Peer::accept(
-        &g2_listener,
-        "ref-g2",
-        line1(&cap, 6, Dir::S2c, "ref-g2", &listener),
-        &cap.secret,
-    )
-    .await;
-    g2.send(json!(["", "g_global"])).await;
-    g2.expect_eq(json!(["", "g_slave"])).await;
-    g2.expect_tag("g_slave").await;
-    until("ref-g2 is the master", || {
-        node.master().as_deref() == Some("ref-g2")
-    })
-    .await;
+    let (node, mut g2) = slave_of_scripted_master(&cap, "ref-s2", 6, "ref-g2").await;
 
     // What the master sent, in order; the callbacks the Perl slave printed, in order.
-    let sent: Vec<J> = cap
-        .entries(6, Dir::S2c, "JSON")
-        .iter()
-        .map(|p| serde_json::from_str(p).unwrap())
-        .collect();
-    let queries: Vec<J> = cap
-        .entries(6, Dir::C2s, "JSON")
-        .iter()
-        .map(|p| serde_json::from_str::<J>(p).unwrap())
+    let sent = packets(&cap, 6, Dir::S2c);
+    let queries: Vec<J> = packets(&cap, 6, Dir::C2s)
+        .into_iter()
         .filter(|p| tag(p).is_some_and(|t| t.starts_with("g_db_")))
         .collect();
     let mut want = db_mon_callbacks("p2-cluster-db-json", "ref-s2").into_iter();
@@ -863,36 +872,9 @@ async fn a_rust_slave_mirrors_families_as_the_perl_slave_did() {
 #[actix_rt::test]
 async fn a_rust_slave_sends_its_changes_as_the_perl_slave_did() {
     let cap = Capture::load("p2-cluster-db-json");
-    let (g1_listener, g1_addr) = loopback().await;
-    let node = rust_node(
-        "ref-s1",
-        &cap.secret,
-        NodeConfig {
-            seeds: vec![g1_addr],
-            dialect: DialectMode::Fixed(Dialect::P2),
-            ..NodeConfig::default()
-        },
-    )
-    .await;
-    let listener = node.listeners()[0].to_string();
-    let mut g1 = Peer::accept(
-        &g1_listener,
-        "ref-g1",
-        line1(&cap, 5, Dir::S2c, "ref-g1", &listener),
-        &cap.secret,
-    )
-    .await;
-    g1.send(json!(["", "g_global"])).await;
-    g1.expect_eq(json!(["", "g_slave"])).await;
-    g1.expect_tag("g_slave").await;
-    until("ref-g1 is the master", || {
-        node.master().as_deref() == Some("ref-g1")
-    })
-    .await;
-    let perl: Vec<J> = cap
-        .entries(5, Dir::C2s, "JSON")
-        .iter()
-        .map(|p| serde_json::from_str::<J>(p).unwrap())
+    let (node, mut g1) = slave_of_scripted_master(&cap, "ref-s1", 5, "ref-g1").await;
+    let perl: Vec<J> = packets(&cap, 5, Dir::C2s)
+        .into_iter()
         .filter(|p| tag(p) == Some("g_upd"))
         .collect();
     // The driver's steps (scenario.txt): db_set k1 v1, db_reg p1, db_set k1 v2, db_del k1,
@@ -940,18 +922,12 @@ async fn a_rust_global_relays_a_perl_slaves_changes_as_the_perl_global_did() {
     let mut g2 = c.global_joins(json!({me: [addr]})).await;
     let mut s1 = c.slave_joins().await;
     g2.expect_tag("g_upd").await; // ref-s1's 'l
-    let from_slave: Vec<J> = c
-        .cap
-        .entries(5, Dir::C2s, "JSON")
-        .iter()
-        .map(|p| serde_json::from_str::<J>(p).unwrap())
+    let from_slave: Vec<J> = packets(&c.cap, 5, Dir::C2s)
+        .into_iter()
         .filter(|p| tag(p) == Some("g_upd"))
         .collect();
-    let relayed: Vec<J> = c
-        .cap
-        .entries(3, Dir::S2c, "JSON")
-        .iter()
-        .map(|p| serde_json::from_str::<J>(p).unwrap())
+    let relayed: Vec<J> = packets(&c.cap, 3, Dir::S2c)
+        .into_iter()
         .filter(|p| tag(p) == Some("g_upd") && p[2] == "app_svc")
         .collect();
     // The capture's last relay of app_svc is the slave leaving (k2 left behind).
