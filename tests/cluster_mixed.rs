@@ -516,6 +516,29 @@ async fn a_perl_global_that_joins_later_gets_the_rust_globals_slaves_in_g_set() 
     c.node.shutdown();
 }
 
+/// A 1.x node's introduction on node-up (AEMP-NOTES §3.7): spawn its Global helper `helper`
+/// on the peer (as `from`), monitor it, announce `addrs` and the `nodes` it knows, then
+/// `setup` (1.24+).
+fn helper_intro(helper: &str, from: &str, addrs: &[&str], nodes: Option<J>, setup: bool) -> Vec<J> {
+    let mut intro = vec![
+        json!([
+            "",
+            "AnyEvent::MP::_spawn",
+            helper,
+            "AnyEvent::MP::Global::connect",
+            0,
+            from
+        ]),
+        json!(["", "mon1", helper]),
+        json!([helper, "addr", addrs]),
+    ];
+    intro.extend(nodes.map(|n| json!([helper, "nodes", n])));
+    if setup {
+        intro.push(json!([helper, "setup"]));
+    }
+    intro
+}
+
 /// What a 1.x mesh test needs to know of its capture.
 struct Mesh {
     capture: &'static str,
@@ -555,45 +578,21 @@ async fn joins_a_mesh(m: Mesh) {
         &cap.secret,
     )
     .await;
-    let h = m.seed_helper;
-    let mut intro = vec![
-        json!([
-            "",
-            "AnyEvent::MP::_spawn",
-            h,
-            "AnyEvent::MP::Global::connect",
-            0,
-            "ref-seed"
-        ]),
-        json!(["", "mon1", h]),
-        json!([h, "addr", [&seed_addr]]),
-        json!([h, "nodes", {"ref-a": [&a_addr]}]),
-    ];
-    if m.setup {
-        intro.push(json!([h, "setup"]));
-    }
+    let nodes = json!({"ref-a": [&a_addr]});
+    let intro = helper_intro(
+        m.seed_helper,
+        "ref-seed",
+        &[&seed_addr],
+        Some(nodes),
+        m.setup,
+    );
     seed.send_all(intro).await;
     let spawn = seed.expect_tag("AnyEvent::MP::_spawn").await;
     let helper = spawn[2].as_str().unwrap().to_owned();
-    assert_eq!(
-        spawn,
-        json!([
-            "",
-            "AnyEvent::MP::_spawn",
-            &helper,
-            "AnyEvent::MP::Global::connect",
-            0,
-            &me
-        ]),
-    );
-    let mut want = vec![
-        spawn.clone(),
-        json!(["", "mon1", &helper]),
-        json!([&helper, "addr", [&listener]]),
-    ];
+    let mut want = helper_intro(&helper, &me, &[&listener], None, m.setup);
+    assert_eq!(spawn, want[0]);
     if m.setup {
         // 1.1+: the first node up is asked for news (`seedme1`).
-        want.push(json!([&helper, "setup"]));
         want.push(json!([&helper, "seedme1"]));
     }
     seed.expect_eq(want.last().unwrap().clone()).await;
@@ -607,43 +606,14 @@ async fn joins_a_mesh(m: Mesh) {
     )
     .await;
     assert_eq!(a.other, me);
-    let h = m.third_helper;
-    let mut intro = vec![
-        json!([
-            "",
-            "AnyEvent::MP::_spawn",
-            h,
-            "AnyEvent::MP::Global::connect",
-            0,
-            "ref-a"
-        ]),
-        json!(["", "mon1", h]),
-        json!([h, "addr", [&a_addr]]),
-        json!([h, "nodes", {"ref-seed": [&seed_addr]}]),
-    ];
-    if m.setup {
-        intro.push(json!([h, "setup"]));
-    }
+    let nodes = json!({"ref-seed": [&seed_addr]});
+    let intro = helper_intro(m.third_helper, "ref-a", &[&a_addr], Some(nodes), m.setup);
     a.send_all(intro).await;
     let spawn = a.expect_tag("AnyEvent::MP::_spawn").await;
     let helper = spawn[2].as_str().unwrap().to_owned();
-    let mut want_a = vec![
-        json!([
-            "",
-            "AnyEvent::MP::_spawn",
-            &helper,
-            "AnyEvent::MP::Global::connect",
-            0,
-            &me
-        ]),
-        json!(["", "mon1", &helper]),
-        json!([&helper, "addr", [&listener]]),
-        json!([&helper, "nodes", {"ref-seed": [&seed_addr]}]),
-    ];
-    if m.setup {
-        // No `seedme1`: the node has its master (the seed) already.
-        want_a.push(json!([&helper, "setup"]));
-    }
+    // No `seedme1` here: the node has its master (the seed) already.
+    let nodes = json!({"ref-seed": [&seed_addr]});
+    let want_a = helper_intro(&helper, &me, &[&listener], Some(nodes), m.setup);
     let to_a = a.settle().await.to_vec();
     assert_eq!(to_a, want_a, "ref-a received:\n{}", show(&to_a));
     let to_seed = seed.settle().await.to_vec();
