@@ -35,6 +35,9 @@ impl DbChange {
 pub(super) struct Mirror {
     replica: Family,
     subscribers: BTreeMap<u64, mpsc::UnboundedSender<DbChange>>,
+    /// Whether a master sent the whole family yet (`g_chg1`): from then on `replica` is the
+    /// family as it is, empty or not.
+    synced: bool,
 }
 
 fn mon_key(family: &str) -> String {
@@ -61,8 +64,10 @@ impl Global {
         self.db_change(family, set, &del)
     }
 
-    /// Starts handing changes to `family` to `tx`, the first being the family as known now
-    /// (everything in it "added"). Returns the subscription's id.
+    /// Starts handing changes to `family` to `tx`, the first being the family as it is
+    /// (everything in it "added"; empty if it is, as Perl calls a new `db_mon` callback): at
+    /// once if the master told us the family already, else when it does. Returns the
+    /// subscription's id.
     pub fn db_subscribe(
         &mut self,
         family: &str,
@@ -73,15 +78,15 @@ impl Global {
         let mut out = Vec::new();
         match self.mirrors.get_mut(family) {
             Some(mirror) => {
-                // Monitored already: a snapshot now (the master told us its state before).
-                let first = DbChange {
-                    family: family.to_owned(),
-                    added: mirror.replica.clone(),
-                    changed: BTreeMap::new(),
-                    deleted: Vec::new(),
-                };
-                if !first.is_empty() {
-                    let _ = tx.send(first);
+                // Monitored already: a snapshot now if the master told us the family, else the
+                // first `g_chg1` reaches this subscriber too.
+                if mirror.synced {
+                    let _ = tx.send(DbChange {
+                        family: family.to_owned(),
+                        added: mirror.replica.clone(),
+                        changed: BTreeMap::new(),
+                        deleted: Vec::new(),
+                    });
                 }
                 mirror.subscribers.insert(id, tx);
             }
@@ -123,7 +128,9 @@ impl Global {
     }
 
     /// `g_chg1 family state` (the whole family) or `g_chg2 family set del` (a change) from
-    /// `from`; only our master's count, as in Perl.
+    /// `from`; only our master's count, as in Perl. The first `g_chg1` is handed on even when
+    /// the family is empty (it is the subscribers' first item); later ones (a new master's)
+    /// only when they change something.
     pub(super) fn mirror_change(
         &mut self,
         from: &str,
@@ -144,6 +151,8 @@ impl Global {
             changed: BTreeMap::new(),
             deleted: Vec::new(),
         };
+        let first = whole.is_some() && !mirror.synced;
+        mirror.synced |= whole.is_some();
         let (set, del) = match whole {
             Some(state) => {
                 let gone = mirror
@@ -175,7 +184,7 @@ impl Global {
                 change.deleted.push(k);
             }
         }
-        if change.is_empty() {
+        if change.is_empty() && !first {
             return;
         }
         mirror
