@@ -75,6 +75,13 @@ enum Command {
         /// prints `MON PORT <reason>` when it dies.
         #[arg(long)]
         stdin: bool,
+        /// Register the echo port in this database family (`db_reg`, value null) and print
+        /// `REG FAMILY <port>` once the node's master has the entry; repeatable. The entry goes
+        /// when the node does. A node without seeds has no master to wait for (it becomes a
+        /// global node, holding its own entries, once another node seeds it): it prints `REG`
+        /// at once. (A node whose own address is among its seeds is global: its own master.)
+        #[arg(long, value_name = "FAMILY")]
+        reg: Vec<String>,
     },
     /// Send a message to a port; succeeds once the target node relayed a receipt back.
     Snd {
@@ -98,6 +105,11 @@ enum Command {
     /// Print the nodes of the seed's network as one JSON object: node id → its listener
     /// addresses and whether it answered now (`{"addrs": [...], "up": true}`).
     Nodes,
+    /// Read the network's database (P2 networks), as the master (the seed) holds it.
+    Db {
+        #[command(subcommand)]
+        op: DbOp,
+    },
     /// Measure the link to the seed node with standard node-port requests.
     Bench {
         /// rtt (ping-pong), window (W in flight) or oneway (devnull, closed by time).
@@ -121,6 +133,36 @@ enum Command {
         /// An RSA-2048 key, as Perl makes (only in builds with the aws-lc-rs feature).
         #[arg(long)]
         rsa: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbOp {
+    /// Print a family as one JSON object, key → value.
+    Get {
+        /// The family, e.g. `svc`, or `'l` (node id → listeners) or `'g` (the global nodes).
+        family: String,
+    },
+    /// Print a family's keys as one JSON array.
+    Keys {
+        /// The family.
+        family: String,
+    },
+    /// Print a family's values as one JSON array.
+    Values {
+        /// The family.
+        family: String,
+    },
+    /// Follow a family: one JSON line with the family as it is, then one per change, with what
+    /// Perl's `db_mon` callback gets:
+    /// `{"family":{KEY:VALUE…},"added":[KEY…],"changed":[KEY…],"deleted":[KEY…]}` (`family`:
+    /// the family after the change; the first line has every key in `added`).
+    Mon {
+        /// The family.
+        family: String,
+        /// Exit after this many lines.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
 }
 
@@ -235,8 +277,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     // becomes our master, which finds any other node of its network for us.
     config.seeds = seeds.iter().map(ToString::to_string).collect();
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    if let Command::Run { sink, stdin, .. } = &cli.command {
-        return serve(&node, sink, *stdin).await;
+    if let Command::Run {
+        sink, stdin, reg, ..
+    } = &cli.command
+    {
+        return serve(&node, sink, *stdin, reg, seeds.is_empty()).await;
     }
     let seed_node = connect_seed(&node, &seeds, timeout).await?;
     match cli.command {
@@ -245,6 +290,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Cal { port, args } => call(&node, &port, &args, timeout).await,
         Command::Mon { port } => print_kill_reason(&node, &port).await,
         Command::Nodes => print_nodes(&node, timeout).await,
+        Command::Db { op } => db(&node, op, timeout).await,
         Command::Bench {
             mode,
             n,
@@ -280,10 +326,16 @@ fn node_config(c: &Common, binds: Vec<String>, timeout: Duration) -> Result<Node
     })
 }
 
-/// `aemp run`: announces the node and its echo port (and sinks) and prints node up/down events
-/// until interrupted (the node keeps its seeds linked); with `stdin`, runs the commands read
-/// there.
-async fn serve(node: &Node, sinks: &[String], stdin: bool) -> Result<(), String> {
+/// `aemp run`: announces the node and its echo port (and sinks), registers the echo port in the
+/// `reg` families, and prints node up/down events until interrupted (the node keeps its seeds
+/// linked); with `stdin`, runs the commands read there.
+async fn serve(
+    node: &Node,
+    sinks: &[String],
+    stdin: bool,
+    reg: &[String],
+    seedless: bool,
+) -> Result<(), String> {
     // The sinks are made before this task first yields, so before the listeners can have
     // accepted anything: no early message finds them missing.
     for name in sinks {
@@ -293,6 +345,12 @@ async fn serve(node: &Node, sinks: &[String], stdin: bool) -> Result<(), String>
     println!("NODE {} LISTEN {}", node.id(), listen.join(","));
     let echo = start_echo_port(node);
     println!("ECHO {echo}");
+    let mut families: Vec<&String> = reg.iter().collect();
+    families.sort();
+    families.dedup();
+    for family in families {
+        register(node, family, &echo, seedless)?;
+    }
     if stdin {
         actix::spawn(run_commands(node.clone()));
     }
@@ -308,6 +366,30 @@ async fn serve(node: &Node, sinks: &[String], stdin: bool) -> Result<(), String>
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// `run --reg FAMILY`: registers the echo port in `family` for as long as the node runs, and
+/// prints `REG FAMILY <port>` once the master has it (a monitor of the family, mirrored from
+/// the master, shows it), or at once on a node without seeds (see `--reg`).
+fn register(node: &Node, family: &str, port: &str, seedless: bool) -> Result<(), String> {
+    node.db_reg(family, port, &())
+        .map_err(|e| format!("--reg {e}"))?
+        .detach();
+    if seedless {
+        say(format_args!("REG {family} {port}"));
+        return Ok(());
+    }
+    let mut mon = node.db_mon(family).map_err(|e| format!("--reg {e}"))?;
+    let (family, port) = (family.to_owned(), port.to_owned());
+    actix::spawn(async move {
+        while mon.next_change().await.is_some() {
+            if mon.family().contains_key(&port) {
+                say(format_args!("REG {family} {port}"));
+                return;
+            }
+        }
+    });
+    Ok(())
 }
 
 /// An echo port, for checking a node from outside: `[reply, tag, data…]` is answered by
@@ -522,6 +604,76 @@ async fn print_nodes(node: &Node, timeout: Duration) -> Result<(), String> {
         (id, Value::Map(entry))
     });
     println!("{}", Value::Map(entries.collect()));
+    Ok(())
+}
+
+/// `aemp db …`: queries of the network's database, answered by the master (the seed), or a
+/// monitor of a family that prints each change.
+async fn db(node: &Node, op: DbOp, timeout: Duration) -> Result<(), String> {
+    let no_answer = |_| format!("no answer from the master within {timeout:?}");
+    let line = match op {
+        DbOp::Get { family } => {
+            let family = tokio::time::timeout(timeout, node.db_family(&family))
+                .await
+                .map_err(no_answer)?
+                .map_err(|e| e.to_string())?;
+            Value::Map(family.into_iter().collect())
+        }
+        DbOp::Keys { family } => {
+            let keys = tokio::time::timeout(timeout, node.db_keys(&family))
+                .await
+                .map_err(no_answer)?
+                .map_err(|e| e.to_string())?;
+            Value::Array(keys.into_iter().map(Value::Str).collect())
+        }
+        DbOp::Values { family } => Value::Array(
+            tokio::time::timeout(timeout, node.db_values(&family))
+                .await
+                .map_err(no_answer)?
+                .map_err(|e| e.to_string())?,
+        ),
+        DbOp::Mon { family, count } => return follow(node, &family, count, timeout).await,
+    };
+    println!("{line}");
+    Ok(())
+}
+
+/// `aemp db mon`: prints the family as it is, then each change, one JSON line each (see
+/// [`DbOp::Mon`]), until `count` lines are out (or forever). The master must answer within
+/// `timeout`.
+async fn follow(
+    node: &Node,
+    family: &str,
+    count: Option<u64>,
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut mon = node.db_mon(family).map_err(|e| e.to_string())?;
+    let mut printed = 0;
+    while count.is_none_or(|n| printed < n) {
+        let change = if printed == 0 {
+            tokio::time::timeout(timeout, mon.next_change())
+                .await
+                .map_err(|_| format!("no answer from the master within {timeout:?}"))?
+        } else {
+            mon.next_change().await
+        };
+        let change = change.ok_or("the node stopped")?;
+        let keys = |keys: Vec<String>| Value::Array(keys.into_iter().map(Value::Str).collect());
+        let current = mon.family().iter().map(|(k, v)| (k.clone(), v.clone()));
+        let line = Value::Map(vec![
+            ("family".into(), Value::Map(current.collect())),
+            ("added".into(), keys(change.added.into_keys().collect())),
+            ("changed".into(), keys(change.changed.into_keys().collect())),
+            ("deleted".into(), keys(change.deleted)),
+        ]);
+        // Unlike `run`'s lines, these are all the command is for: a closed stdout ends it.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("standard output: {e}"))?;
+        printed += 1;
+    }
     Ok(())
 }
 

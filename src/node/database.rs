@@ -95,8 +95,8 @@ fn write(shared: &Arc<Shared>, family: &str, set: Family, del: &[String]) {
 }
 
 /// A family monitored with [`Node::db_mon`]: a [`Stream`] of its changes, the first one the
-/// family as it is (every entry "added"), then one per change as the master reports it. The
-/// monitor ends when dropped.
+/// family as it is (every entry "added"; nothing, if the family is empty), then one per change
+/// as the master reports it. The monitor ends when dropped.
 pub struct DbMonitor {
     shared: Arc<Shared>,
     family: String,

@@ -369,3 +369,29 @@ fn queries_are_answered_by_g_reply_and_given_up_callers_are_forgotten() {
     assert_eq!(rx.try_recv().unwrap(), arr(&["a"]));
     assert!(!g.requests.contains_key("rs1"));
 }
+
+#[test]
+fn a_monitor_starts_with_the_family_as_it_is_even_empty() {
+    let mut g = Global::default();
+    g.start("me".into(), vec![]);
+    g.node_up("seed", true, true);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_, out) = g.db_subscribe("svc", tx);
+    assert_eq!(out, vec![send("seed", vec![s("g_mon1"), s("svc")])]);
+    assert!(rx.try_recv().is_err(), "nothing before the master answers");
+    // The master's first g_chg1 of an empty family (null on the wire) is the first item.
+    wire(&mut g, "seed", "g_chg1", &[s("svc"), Value::Null]).unwrap();
+    let first = rx.try_recv().unwrap();
+    assert!(first.added.is_empty() && first.deleted.is_empty() && first.family == "svc");
+    // A second subscriber gets the (empty) snapshot at once; an empty g_chg2 tells nobody.
+    let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+    g.db_subscribe("svc", tx2);
+    assert!(rx2.try_recv().unwrap().added.is_empty());
+    wire(&mut g, "seed", "g_chg2", &[s("svc"), map(&[]), arr(&[])]).unwrap();
+    wire(&mut g, "seed", "g_chg1", &[s("svc"), Value::Null]).unwrap();
+    assert!(rx.try_recv().is_err() && rx2.try_recv().is_err());
+    let set = map(&[("k", Value::Int(1))]);
+    wire(&mut g, "seed", "g_chg2", &[s("svc"), set, arr(&[])]).unwrap();
+    assert_eq!(rx.try_recv().unwrap().added.get("k"), Some(&Value::Int(1)));
+    assert_eq!(rx2.try_recv().unwrap().added.get("k"), Some(&Value::Int(1)));
+}
