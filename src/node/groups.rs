@@ -195,8 +195,23 @@ impl std::fmt::Debug for GroupMonitor {
 
 impl Node {
     /// Perl's `grp_reg`: registers the local `port` (or this node's id, its node port) in
-    /// `group`, for 1.x and P2 peers alike (see the [module docs](self)). The registration ends
-    /// when the port dies or the guard is dropped ([`GroupGuard::detach`] keeps it).
+    /// `group`. The registration ends when the port dies or the guard is dropped
+    /// ([`GroupGuard::detach`] keeps it).
+    ///
+    /// Toward Perl 1.x peers it is 1.x's group registry: every linked 1.x node is told
+    /// (`reg1`, and `reg0` at the end, in the argument order of its version), and each node that
+    /// links later gets all our registrations in one `set`. Toward P2 peers (Perl 2.x and Rust
+    /// nodes) a group is a family of the network's database, as in Perl 2.x's compatibility
+    /// layer: the registration is the entry `group/port = null` of this node's database (Perl's
+    /// `db_reg`), which reaches the master now or once there is one.
+    ///
+    /// **Both kinds of links**: the registration is made in both, whatever links the node has
+    /// at that moment, and [`Node::grp_get`] and [`Node::grp_mon`] show the union of what the
+    /// two tell (a port registered in both is one member). The two are not bridged: a Perl 1.x
+    /// node sees the registrations of the nodes linked to it over 1.x links (Rust ones
+    /// included), a Perl 2.x node those in the database; a Rust node does not relay one side's
+    /// registrations to the other. A group name that is not a family name
+    /// (`[A-Za-z][A-Za-z0-9_:]*`, see [`valid_family`]) lives in the 1.x registry only.
     ///
     /// Fails for a port of another node, an empty group name, or a port already registered in
     /// that group (as Perl refuses a second registration).
