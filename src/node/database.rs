@@ -191,19 +191,24 @@ impl Node {
         Ok(())
     }
 
-    /// Perl's `db_reg`: registers the local `port` (its id is the key) in `family` with
-    /// `value`; the entry goes when the port dies, or when the guard is dropped.
+    /// Perl's `db_reg`: registers the local `port` (its id is the key; this node's id stands
+    /// for its node port) in `family` with `value`; the entry goes when the port dies, or when
+    /// the guard is dropped.
     pub fn db_reg<T: Serialize + ?Sized>(
         &self,
         family: &str,
         port: &str,
         value: &T,
     ) -> Result<DbGuard, NodeError> {
-        let (node, _) = super::split_port_id(port);
+        let (node, name) = super::split_port_id(port);
         if node != self.id() {
             return Err(NodeError::NotLocal(port.to_owned()));
         }
         let guard = self.db_set(family, port, value)?;
+        if name.is_empty() {
+            // The node port (this node's id) never dies.
+            return Ok(guard);
+        }
         let shared = Arc::downgrade(&self.shared);
         let (fam, key) = (family.to_owned(), port.to_owned());
         self.mon(port, move |_| {

@@ -10,6 +10,7 @@ mod database;
 #[doc(hidden)]
 pub mod fuzzing;
 mod global;
+mod groups;
 mod inbound;
 mod kernel;
 mod links;
@@ -32,6 +33,7 @@ use tokio::sync::broadcast;
 
 pub use config::{DialectMode, NodeConfig};
 pub use database::{DbChange, DbGuard, DbMonitor, valid_family};
+pub use groups::{GroupChange, GroupGuard, GroupMonitor};
 pub use kernel::MAX_NODE_PORT_HOPS;
 pub use links::transport_error;
 use links::{Links, Outgoing};
@@ -109,6 +111,16 @@ pub enum NodeError {
         key: String,
         /// Why.
         reason: String,
+    },
+    /// A port group registration that cannot be made ([`Node::grp_reg`]).
+    #[error("cannot register {port} in group {group:?}: {reason}")]
+    Group {
+        /// The group.
+        group: String,
+        /// The port.
+        port: String,
+        /// Why.
+        reason: &'static str,
     },
     /// A query of the network's database got no usable answer.
     #[error("query of family {family:?} failed: {reason}")]

@@ -337,12 +337,6 @@ impl Node {
         self.shared.runtime.connection_stats()
     }
 
-    /// The members of a port group as this node knows them (1.x Perl's `grp_get`): ports other
-    /// nodes registered, told through the global services.
-    pub fn group_members(&self, group: &str) -> Vec<String> {
-        self.shared.global().group(group)
-    }
-
     /// The listener addresses this node knows for `node` (its own announcement, or what the
     /// global services told).
     pub fn known_listeners(&self, node: &str) -> Option<Vec<String>> {

@@ -209,3 +209,4 @@ pub fn run_pair(a: HandshakeConfig, b: HandshakeConfig) -> (Outcome, Outcome) {
 }
 
 pub mod procs;
+pub mod scripted;

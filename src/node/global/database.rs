@@ -3,7 +3,7 @@
 //! master (`g_mon1`, then `g_chg1` with the whole family and `g_chg2` with each change), each
 //! change handed to the local subscribers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::mpsc;
 
@@ -61,6 +61,22 @@ impl Global {
             return Vec::new();
         }
         self.db_change(family, set, &del)
+    }
+
+    /// The keys of `family` this node knows without asking: on a global node the merged
+    /// family, on any node the family as mirrored for a monitor, and our own entries.
+    pub fn db_known_keys(&self, family: &str) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        if self.is_global {
+            keys.extend(self.family(family).into_keys());
+        }
+        if let Some(mirror) = self.mirrors.get(family) {
+            keys.extend(mirror.replica.keys().cloned());
+        }
+        if let Some(own) = self.local_db.get(family) {
+            keys.extend(own.keys().cloned());
+        }
+        keys
     }
 
     /// Starts handing changes to `family` to `tx`, the first being the family as known now

@@ -29,6 +29,10 @@ impl Global {
                 vec![s("nodes"), Value::Map(known)],
             ));
         }
+        // Our port groups, whole (p1b-chat: the chat server's `set` before `setup`).
+        if let Some(set) = self.grp_set_msg() {
+            out.push(Effect::Send(port.clone(), set));
+        }
         if dialect == Dialect::P1b {
             out.push(Effect::Send(port.clone(), vec![s("setup")]));
         }
@@ -58,30 +62,6 @@ impl Global {
         self.helpers.get(node).map(|(p, _)| p.clone())
     }
 
-    fn unreg_node(&mut self, node: &str) {
-        let prefix = format!("{node}#");
-        for members in self.groups.values_mut() {
-            members.retain(|p| p != node && !p.starts_with(&prefix));
-        }
-        self.groups.retain(|_, m| !m.is_empty());
-    }
-
-    fn group_change(&mut self, group: &str, port: &str, add: bool) {
-        if add {
-            if self.groups.len() < MAX_ENTRIES || self.groups.contains_key(group) {
-                let members = self.groups.entry(group.to_owned()).or_default();
-                if members.len() < MAX_ENTRIES {
-                    members.insert(port.to_owned());
-                }
-            }
-        } else if let Some(m) = self.groups.get_mut(group) {
-            m.remove(port);
-            if m.is_empty() {
-                self.groups.remove(group);
-            }
-        }
-    }
-
     /// A message to the helper port `node` spawned on us.
     pub fn helper_message(
         &mut self,
@@ -105,34 +85,16 @@ impl Global {
                 Some(other) => self.helper_find(node, other),
                 None => Vec::new(),
             },
-            "set" => {
-                if let Some(map) = arg(0).and_then(Value::as_map) {
-                    for (group, ports) in map {
-                        for port in strings(ports).unwrap_or_default() {
-                            self.group_change(group, &port, true);
-                        }
-                    }
-                }
-                Vec::new()
-            }
-            "reg1" | "reg0" => {
-                // 1.0 sent (port, group), 1.1+ (group, port).
-                let (group, port) = match dialect {
-                    Dialect::P0 => (text(1), text(0)),
-                    _ => (text(0), text(1)),
-                };
-                if let (Some(group), Some(port)) = (group, port) {
-                    self.group_change(&group, &port, tag == "reg1");
-                }
-                Vec::new()
-            }
             "seedme1" => self.helper_seedme(node),
             "seedme0" => {
                 self.seedme.remove(node);
                 Vec::new()
             }
             // "setup" runs Perl-internal hooks (DataConn); anything else is not ours to judge.
-            _ => Vec::new(),
+            _ => {
+                self.helper_group_message(dialect, tag, args);
+                Vec::new()
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! * 2.x (P2, and every link between Rust nodes): seeds become *global* nodes, which mesh with
 //!   each other and hold the merged databases of their slaves ([`directory`]); every node binds
 //!   to one master among its up seeds and resolves an unknown node id through it ([`member`]).
+//! * Port groups ([`groups`]) live in both: the 1.x registry, and database families in P2.
 //!
 //! [`Global`] is the state alone: every input returns the [`Effect`]s to carry out, which
 //! [`apply`] does after the lock is released (sending may fail a link, whose monitors come back
@@ -13,6 +14,7 @@
 
 mod database;
 mod directory;
+mod groups;
 mod member;
 mod mesh1;
 #[cfg(test)]
@@ -29,6 +31,7 @@ use crate::proto::node_request::{Database, Family, GlobalRequest, tag};
 use crate::proto::value::Value;
 pub use database::DbChange;
 use database::Mirror;
+pub use groups::GroupChange;
 pub(crate) use mesh1::connect_init;
 
 /// The init function 1.x nodes spawn on every peer.
@@ -70,8 +73,8 @@ pub(crate) struct Global {
     seedme: BTreeSet<String>,
     /// The peer we asked for address updates.
     mesh_master: Option<String>,
-    /// Port groups: group → member port ids.
-    groups: BTreeMap<String, BTreeSet<String>>,
+    /// Port groups: ours, and those 1.x peers told us ([`groups`]).
+    groups: groups::Groups,
     // ---- 2.x, every node (member) ----
     /// This node's own database (`'l` → our listeners, …).
     local_db: Db,
@@ -159,14 +162,6 @@ impl Global {
             .insert(own_id.clone(), addrs_value(&own_listeners));
         self.own_id = own_id;
         self.own_listeners = own_listeners;
-    }
-
-    /// The members of a group.
-    pub fn group(&self, group: &str) -> Vec<String> {
-        self.groups
-            .get(group)
-            .map(|g| g.iter().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// Where `node` listens, as far as we know.

@@ -105,21 +105,151 @@ fn find_answers_through_our_helper_on_the_asker() {
     );
 }
 
+fn members(g: &Global, group: &str) -> Vec<String> {
+    g.grp_members(group).into_iter().collect()
+}
+
 #[test]
 fn groups_follow_the_dialects_argument_order_and_node_death() {
     let mut g = g();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    g.grp_subscribe("grp", tx);
     g.helper_message("a", Dialect::P0, "reg1", &[s("a#p"), s("grp")]);
     g.helper_message("b", Dialect::P1b, "reg1", &[s("grp"), s("b#q")]);
     g.helper_message(
         "c",
         Dialect::P1b,
         "set",
-        &[Value::Map(vec![("grp".into(), arr(&["c#r"]))])],
+        &[Value::Map(vec![("grp".into(), arr(&["c#r", "c"]))])],
     );
-    assert_eq!(g.group("grp"), vec!["a#p", "b#q", "c#r"]);
+    assert_eq!(members(&g, "grp"), ["a#p", "b#q", "c", "c#r"]);
     g.helper_message("b", Dialect::P1b, "reg0", &[s("grp"), s("b#q")]);
     g.node_down("a");
-    assert_eq!(g.group("grp"), vec!["c#r"]);
+    // The node itself (its node port) and its ports go with its helper.
+    g.helper_died("c", "c#unknown-helper");
+    assert_eq!(members(&g, "grp"), ["c", "c#r"]);
+    g.helpers.insert("c".into(), ("c#h".into(), Dialect::P1b));
+    g.helper_died("c", "c#h");
+    assert!(members(&g, "grp").is_empty());
+    let changes: Vec<GroupChange> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    let v = |items: &[&str]| items.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+    let change = |m: &[&str], a: &[&str], r: &[&str]| GroupChange {
+        members: v(m),
+        added: v(a),
+        removed: v(r),
+    };
+    assert_eq!(
+        changes,
+        [
+            change(&["a#p"], &["a#p"], &[]),
+            change(&["a#p", "b#q"], &["b#q"], &[]),
+            change(&["a#p", "b#q", "c", "c#r"], &["c", "c#r"], &[]),
+            change(&["a#p", "c", "c#r"], &[], &["b#q"]),
+            change(&["c", "c#r"], &[], &["a#p"]),
+            change(&[], &[], &["c", "c#r"]),
+        ]
+    );
+    // Repeats and removals of non-members change nothing, and tell nobody.
+    g.helper_message("b", Dialect::P1b, "reg0", &[s("grp"), s("b#q")]);
+    g.helper_message("b", Dialect::P1b, "reg1", &[s("other"), s("b#q")]);
+    g.helper_message("b", Dialect::P1b, "reg1", &[s("other"), s("b#q")]);
+    g.helper_message("b", Dialect::P1b, "reg1", &[Value::Int(1), s("b#q")]);
+    assert!(rx.try_recv().is_err());
+    assert_eq!(members(&g, "other"), ["b#q"]);
+}
+
+#[test]
+fn our_registrations_reach_each_helper_in_its_order_and_new_ones_in_set() {
+    let mut g = g();
+    g.helper_started("p0", "p0#h".into(), Dialect::P0);
+    g.helper_started("p1", "p1#h".into(), Dialect::P1b);
+    let out = g.grp_register("app_grp", "me#p", false).unwrap();
+    let mut out_sorted = out.clone();
+    out_sorted.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        out_sorted,
+        [
+            send("p0#h", vec![s("reg1"), s("me#p"), s("app_grp")]),
+            send("p1#h", vec![s("reg1"), s("app_grp"), s("me#p")]),
+        ]
+    );
+    assert_eq!(members(&g, "app_grp"), ["me#p"]);
+    assert!(g.grp_register("app_grp", "me#p", false).is_none(), "twice");
+    g.grp_register("eg_chat_server2", "me", false).unwrap();
+    // A node linking later gets the whole registry: addr, nodes, set, setup, seedme1
+    // (p1b-chat, conn0 and conn1).
+    g.helper_message("p1", Dialect::P1b, "addr", &[arr(&["10.0.0.1:1"])]);
+    g.node_down("p1");
+    let out = g.helper_started("late", "late#h".into(), Dialect::P1b);
+    let set = vec![
+        s("set"),
+        map(&[
+            ("app_grp", arr(&["me#p"])),
+            ("eg_chat_server2", arr(&["me"])),
+        ]),
+    ];
+    assert_eq!(
+        out,
+        [
+            send("late#h", vec![s("addr"), arr(&["127.0.0.1:1"])]),
+            send("late#h", set),
+            send("late#h", vec![s("setup")]),
+            send("late#h", vec![s("seedme1")]),
+        ]
+    );
+    let out = g.grp_unregister("app_grp", "me#p", false);
+    let mut out_sorted = out.clone();
+    out_sorted.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        out_sorted,
+        [
+            send("late#h", vec![s("reg0"), s("app_grp"), s("me#p")]),
+            send("p0#h", vec![s("reg0"), s("me#p"), s("app_grp")]),
+        ]
+    );
+    assert!(g.grp_unregister("app_grp", "me#p", false).is_empty());
+    assert!(members(&g, "app_grp").is_empty());
+    // A monitor's first change is the group as it is; an empty group gives none.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let id = g.grp_subscribe("eg_chat_server2", tx);
+    assert_eq!(rx.try_recv().unwrap().added, ["me"]);
+    let (tx, mut empty) = tokio::sync::mpsc::unbounded_channel();
+    g.grp_subscribe("nothing", tx);
+    assert!(empty.try_recv().is_err());
+    g.grp_unsubscribe("eg_chat_server2", id);
+    g.grp_unregister("eg_chat_server2", "me", false);
+    assert!(rx.try_recv().is_err(), "unsubscribed");
+}
+
+#[test]
+fn in_p2_a_registration_is_a_database_entry_of_the_groups_family() {
+    let mut g = Global::default();
+    g.start("s1".into(), vec![]);
+    g.node_up("seed", true, true);
+    let out = g.grp_register("app_grp", "s1#p", true).unwrap();
+    // As Perl's db_set sends it: `g_upd family {key: value}`.
+    let set = vec![s("g_upd"), s("app_grp"), map(&[("s1#p", Value::Null)])];
+    assert_eq!(out, [send("seed", set)]);
+    // Known at once (our own entry), and the family's other keys once mirrored.
+    assert_eq!(members(&g, "app_grp"), ["s1#p"]);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    g.db_subscribe("app_grp", tx);
+    let state = map(&[("s1#p", Value::Null), ("s2#q", Value::Null)]);
+    wire(&mut g, "seed", "g_chg1", &[s("app_grp"), state]).unwrap();
+    assert_eq!(members(&g, "app_grp"), ["s1#p", "s2#q"]);
+    let out = g.grp_unregister("app_grp", "s1#p", true);
+    // As Perl's db_del sends it: `g_upd family undef [key]`.
+    let del = vec![s("g_upd"), s("app_grp"), Value::Null, arr(&["s1#p"])];
+    assert_eq!(out, [send("seed", del)]);
+    // A global node knows the whole family.
+    let mut g = global_g1();
+    wire(
+        &mut g,
+        "ref-s1",
+        "g_slave",
+        &[map(&[("grp", map(&[("ref-s1#x", Value::Null)]))])],
+    );
+    assert_eq!(members(&g, "grp"), ["ref-s1#x"]);
 }
 
 #[test]
