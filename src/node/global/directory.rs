@@ -5,7 +5,7 @@
 //! and keeps links to every other global node (family `'g`).
 
 use super::{
-    Db, Effect, GLOBALS, Global, LISTENERS, MAX_ENTRIES, addrs_value, change_msg, db_value, diff,
+    Db, Effect, GLOBALS, Global, LISTENERS, MAX_ENTRIES, addrs_value, change_msg, db_value,
     map_value, s, strings,
 };
 use crate::proto::node_request::{Family, GlobalRequest, tag};
@@ -69,17 +69,6 @@ impl Global {
         db
     }
 
-    /// One family of [`Global::slaves_db`].
-    fn slaves_family(&self, family: &str) -> Family {
-        let mut out = Family::new();
-        for slave in &self.slaves {
-            if let Some(f) = self.dbs.get(slave).and_then(|db| db.get(family)) {
-                out.extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-        }
-        out
-    }
-
     /// A change to our own database (Perl's `db_set`/`db_del`): kept, and sent to the master
     /// (on a global node: applied to our own shard, which tells the other globals).
     pub(super) fn db_change(&mut self, family: &str, set: Family, del: &[String]) -> Vec<Effect> {
@@ -128,26 +117,37 @@ impl Global {
             return Vec::new();
         }
         let mut out = self.listener_effects(family, &set);
+        // What the change does to the union (for monitors) and to our slaves' part (for the
+        // other globals), key by key: the cost is the change's, not the family's.
+        let keys: Vec<String> = set.keys().chain(del).cloned().collect();
+        let watched = self.monitors.contains_key(family);
         let local = self.slaves.contains(node);
-        let before = local.then(|| self.slaves_family(family));
-        out.extend(self.tracked(|g| {
-            let db = g.dbs.entry(node.to_owned()).or_default();
-            let entries = db.entry(family.to_owned()).or_default();
-            for k in del {
-                entries.remove(k);
+        let union_before = self.values_of(family, &keys, watched, false);
+        let slaves_before = self.values_of(family, &keys, local, true);
+        let db = self.dbs.entry(node.to_owned()).or_default();
+        let entries = db.entry(family.to_owned()).or_default();
+        for k in del {
+            entries.remove(k);
+        }
+        for (k, v) in set {
+            if entries.len() < MAX_ENTRIES || entries.contains_key(&k) {
+                entries.insert(k, v);
             }
-            for (k, v) in set {
-                if entries.len() < MAX_ENTRIES || entries.contains_key(&k) {
-                    entries.insert(k, v);
-                }
+        }
+        if entries.is_empty() {
+            db.remove(family);
+        }
+        if let Some((set, del)) = self.changed(family, &keys, union_before, false) {
+            for watcher in self.monitors.get(family).into_iter().flatten() {
+                let msg = change_msg(tag::G_CHG2, family, &set, &del);
+                out.push(Effect::Send(watcher.clone(), msg));
             }
-            if entries.is_empty() {
-                db.remove(family);
+        }
+        if let Some((set, del)) = self.changed(family, &keys, slaves_before, true) {
+            let msg = change_msg(tag::G_UPD, family, &set, &del);
+            for g in self.globals.iter().filter(|g| **g != self.own_id) {
+                out.push(Effect::Send(g.clone(), msg.clone()));
             }
-            Vec::new()
-        }));
-        if let Some(before) = before {
-            out.extend(self.broadcast(family, &before));
         }
         if family == GLOBALS {
             out.extend(self.keepalive_effect());
@@ -178,18 +178,53 @@ impl Global {
         out
     }
 
-    /// Tells the other globals what changed in our slaves' part of `family`.
-    fn broadcast(&self, family: &str, before: &Family) -> Vec<Effect> {
-        let (set, del) = diff(before, &self.slaves_family(family));
-        if set.is_empty() && del.is_empty() {
-            return Vec::new();
-        }
-        let msg = change_msg(tag::G_UPD, family, &set, &del);
-        self.globals
+    /// The values of `keys` in `family` (in our slaves' part only, or in the union), if `wanted`.
+    fn values_of(
+        &self,
+        family: &str,
+        keys: &[String],
+        wanted: bool,
+        slaves: bool,
+    ) -> Option<Vec<Option<Value>>> {
+        wanted.then(|| {
+            keys.iter()
+                .map(|k| self.value_of(family, k, slaves))
+                .collect()
+        })
+    }
+
+    /// The value of `key` in `family` as the union of the shards holds it (as
+    /// [`Global::family`] merges them: the last shard that has it).
+    fn value_of(&self, family: &str, key: &str, slaves: bool) -> Option<Value> {
+        self.dbs
             .iter()
-            .filter(|g| **g != self.own_id)
-            .map(|g| Effect::Send(g.clone(), msg.clone()))
-            .collect()
+            .filter(|(node, _)| !slaves || self.slaves.contains(*node))
+            .filter_map(|(_, db)| db.get(family)?.get(key))
+            .last()
+            .cloned()
+    }
+
+    /// What became of `keys` since `before` (see [`Global::values_of`]): entries set and keys
+    /// deleted, or `None` if nothing changed.
+    fn changed(
+        &self,
+        family: &str,
+        keys: &[String],
+        before: Option<Vec<Option<Value>>>,
+        slaves: bool,
+    ) -> Option<(Family, Vec<String>)> {
+        let (mut set, mut del) = (Family::new(), Vec::new());
+        for (k, old) in keys.iter().zip(before?) {
+            let new = self.value_of(family, k, slaves);
+            match new {
+                Some(v) if old.as_ref() != Some(&v) => {
+                    set.insert(k.clone(), v);
+                }
+                None if old.is_some() && !del.contains(k) => del.push(k.clone()),
+                _ => {}
+            }
+        }
+        (!set.is_empty() || !del.is_empty()).then_some((set, del))
     }
 
     /// The registry keeps links to every other node in `'g`.

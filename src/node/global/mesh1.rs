@@ -100,17 +100,15 @@ impl Global {
 
     /// 1.x `addr [addr…]`: where `node` listens; passed on to the nodes that asked for news.
     fn helper_addr(&mut self, node: &str, addrs: Vec<String>) -> Vec<Effect> {
-        self.tracked(|g| {
-            g.set_listeners(node, addrs.clone());
-            let mut out = vec![Effect::Addresses(node.to_owned(), addrs.clone())];
-            let news = Value::Map(vec![(node.to_owned(), addrs_value(&addrs))]);
-            for slave in &g.seedme {
-                if let (true, Some(port)) = (slave != node, g.helper_port(slave)) {
-                    out.push(Effect::Send(port, vec![s("nodes"), news.clone()]));
-                }
+        self.set_listeners(node, addrs.clone());
+        let mut out = vec![Effect::Addresses(node.to_owned(), addrs.clone())];
+        let news = Value::Map(vec![(node.to_owned(), addrs_value(&addrs))]);
+        for slave in &self.seedme {
+            if let (true, Some(port)) = (slave != node, self.helper_port(slave)) {
+                out.push(Effect::Send(port, vec![s("nodes"), news.clone()]));
             }
-            out
-        })
+        }
+        out
     }
 
     /// 1.x `nodes {id: [addr…]}`: 1.x nodes mesh fully, so we connect to each.

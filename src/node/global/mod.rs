@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::{Shared, kernel, registry};
 use crate::proto::dialect::Dialect;
-use crate::proto::node_request::{Database, Family, GlobalRequest, tag};
+use crate::proto::node_request::{Database, Family, GlobalRequest};
 use crate::proto::value::Value;
 pub use database::DbChange;
 use database::Mirror;
@@ -129,21 +129,6 @@ fn db_value(db: &Db) -> Value {
     Value::Map(db.iter().map(|(f, e)| (f.clone(), map_value(e))).collect())
 }
 
-/// What changed from `old` to `new`: entries set (new or different) and keys deleted.
-fn diff(old: &Family, new: &Family) -> (Family, Vec<String>) {
-    let set = new
-        .iter()
-        .filter(|(k, v)| old.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let del = old
-        .keys()
-        .filter(|k| !new.contains_key(*k))
-        .cloned()
-        .collect();
-    (set, del)
-}
-
 fn change_msg(tag: &str, family: &str, set: &Family, del: &[String]) -> Vec<Value> {
     vec![
         s(tag),
@@ -199,26 +184,6 @@ impl Global {
         for db in self.dbs.values() {
             if let Some(f) = db.get(family) {
                 out.extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-        }
-        out
-    }
-
-    /// Runs a change and tells the monitors of every family it touched (`g_chg2`).
-    fn tracked(&mut self, change: impl FnOnce(&mut Self) -> Vec<Effect>) -> Vec<Effect> {
-        let watched: Vec<String> = self.monitors.keys().cloned().collect();
-        let before: Vec<Family> = watched.iter().map(|f| self.family(f)).collect();
-        let mut out = change(self);
-        for (fam, old) in watched.iter().zip(before) {
-            let (set, del) = diff(&old, &self.family(fam));
-            if set.is_empty() && del.is_empty() {
-                continue;
-            }
-            for node in self.monitors.get(fam).into_iter().flatten() {
-                out.push(Effect::Send(
-                    node.clone(),
-                    change_msg(tag::G_CHG2, fam, &set, &del),
-                ));
             }
         }
         out
