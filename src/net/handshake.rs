@@ -145,6 +145,10 @@ impl Handshaking<'_> {
         if let Err(e) = hs.feed(buf.get(..n).unwrap_or_default()) {
             // A version mismatch fails at line 1: the node may redial in the peer's dialect.
             self.seen.note_mismatch(hs);
+            if matches!(e, HandshakeError::TalkingToItself { .. }) {
+                // We reached ourselves (one of our seed addresses is our own): the node learns it.
+                self.seen.node = Some(self.hooks.config.node_id.to_string());
+            }
             flush_on_failure(stream, hs).await;
             return Err(self.hs_err(e));
         }
