@@ -741,3 +741,37 @@ async fn a_node_that_links_again_later_replaces_its_old_link() {
     old.shutdown();
     new.shutdown();
 }
+
+#[actix_rt::test]
+async fn a_node_whose_seed_address_is_its_own_becomes_global_and_stops_dialling_it() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let node = Node::start(NodeConfig {
+        secret: b"test-secret".to_vec(),
+        dialect: DialectMode::Fixed(Dialect::P2),
+        binds: vec![addr.clone()],
+        seeds: vec![addr],
+        workers: 1,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    // No other node: only the self-dial can tell it (as in Perl, where it makes a seed global).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !node.is_global() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not global after its self-dial"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(node.master().as_deref(), Some(node.id()));
+    // The seed that is itself is dropped: no further rounds dial it (the first would be due
+    // after 0.6–1.2 s, the next after twice that).
+    let dialled = node.connection_stats().dialled;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(node.connection_stats().dialled, dialled);
+    node.shutdown();
+}
