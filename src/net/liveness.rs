@@ -9,6 +9,11 @@
 //!   long fails the connection (and, with keepalive on, so do unanswered probes), instead of
 //!   the OS default of about 15 minutes of retransmissions.
 //!
+//! Links that went idle together (a network that formed at once) would probe together; each
+//! link's first probe is moved earlier by a random part of the first third, so that the probes
+//! of thousands of links do not arrive in one burst (loopback and busy hosts drop part of
+//! such a burst, and `TCP_USER_TIMEOUT` then fails healthy links).
+//!
 //! The peer's kernel answers the probes, so this works with every peer (Perl's too) and costs
 //! nothing on the wire while the link carries traffic. The kernel takes whole seconds for the
 //! probe times: the bound is rounded down to seconds, and at least 2 s are in effect.
@@ -41,6 +46,21 @@ impl Probes {
             retries: u32::try_from(retries).unwrap_or(u32::MAX),
         }
     }
+
+    /// The same, the first probe `earlier` seconds sooner (at most a third of the idle time,
+    /// never below 1 s), with as many more probes as keep the last one due at the bound.
+    pub fn spread(self, bound: Duration, earlier: u64) -> Probes {
+        let secs = bound.as_secs().max(2);
+        let idle_secs = self.idle.as_secs();
+        let idle = idle_secs.saturating_sub(earlier.min(idle_secs / 3)).max(1);
+        let interval = self.interval.as_secs().max(1);
+        let retries = (secs - idle).div_ceil(interval).max(1);
+        Probes {
+            idle: Duration::from_secs(idle),
+            interval: self.interval,
+            retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// Turns keepalive on for `socket` and, with a bound, makes the kernel fail the connection
@@ -52,6 +72,8 @@ pub(crate) fn apply(socket: socket2::SockRef<'_>, bound: Option<Duration>) -> io
         return Ok(());
     };
     let probes = Probes::for_bound(bound);
+    let earlier = rand::RngExt::random_range(&mut rand::rng(), 0..=probes.idle.as_secs() / 3);
+    let probes = probes.spread(bound, earlier);
     let params = socket2::TcpKeepalive::new().with_time(probes.idle);
     #[cfg(any(
         target_os = "android",
@@ -98,6 +120,20 @@ mod tests {
                 retries: 4
             }
         );
+        // Spread: the first probe up to a third earlier, the last one still due at the bound.
+        let p = Probes::for_bound(Duration::from_secs(30));
+        for earlier in 0..10 {
+            let s = p.spread(Duration::from_secs(30), earlier);
+            assert!(
+                s.idle >= Duration::from_secs(7) && s.idle <= p.idle,
+                "{s:?}"
+            );
+            let last = s.idle + s.interval * s.retries;
+            assert!(
+                last >= Duration::from_secs(30) && last < Duration::from_secs(35),
+                "{s:?}"
+            );
+        }
         // Below the kernel's whole seconds: 2 s in effect.
         assert_eq!(
             Probes::for_bound(Duration::from_millis(300)),

@@ -27,6 +27,10 @@ use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
 use crate::net::transport::{self, DialAs};
 use crate::proto::dialect::Dialect;
 
+/// The first pause before asking the network again for a node it did not know; it doubles up to
+/// `connect_interval` (a node that was just started registers with its master in moments).
+const LOOKUP_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a node's own handshake with us may run before we dial it ourselves anyway.
 const PEER_HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
 
@@ -71,6 +75,14 @@ pub(crate) struct KeepAlive {
     pub nodes: Vec<String>,
 }
 
+/// The network does not know a node (yet): ask again soon while messages wait for it.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct NotFound {
+    /// The node id.
+    pub node: String,
+}
+
 /// Stop every link.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
@@ -109,6 +121,8 @@ pub(crate) struct NodeRegistry {
     dialects: HashMap<String, Dialect>,
     /// Our seeds: kept linked for as long as we run.
     seeds: Seeds,
+    /// Nodes the network did not know when asked, with the pause before asking again.
+    lookups: HashMap<String, Duration>,
     /// Nodes we keep links to (the other global nodes, on a global node), and the back-off.
     keepalive: HashSet<String>,
     keepalive_retry: Duration,
@@ -131,6 +145,7 @@ impl NodeRegistry {
             rust: HashSet::new(),
             dialects: HashMap::new(),
             seeds: Seeds::new(seed_retry_max),
+            lookups: HashMap::new(),
             keepalive: HashSet::new(),
             keepalive_retry: Duration::ZERO,
             seed_timer: None,
@@ -360,6 +375,31 @@ impl Handler<Addresses> for NodeRegistry {
     }
 }
 
+impl Handler<NotFound> for NodeRegistry {
+    type Result = ();
+    fn handle(&mut self, msg: NotFound, ctx: &mut Context<Self>) {
+        let node = msg.node;
+        if !self.connecting.contains_key(&node) || self.up.contains_key(&node) {
+            self.lookups.remove(&node);
+            return;
+        }
+        let max = self.shared.config.connect_interval;
+        let delay = self
+            .lookups
+            .get(&node)
+            .map_or(LOOKUP_RETRY, |d| (*d * 2).min(max));
+        self.lookups.insert(node.clone(), delay);
+        ctx.run_later(delay, move |act, _| {
+            let unknown = act.addresses.get(&node).is_none_or(Vec::is_empty);
+            if act.connecting.contains_key(&node) && !act.up.contains_key(&node) && unknown {
+                global::lookup(&act.shared, &node);
+            } else {
+                act.lookups.remove(&node);
+            }
+        });
+    }
+}
+
 impl Handler<KeepAlive> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, msg: KeepAlive, ctx: &mut Context<Self>) {
@@ -387,6 +427,7 @@ impl Handler<Connect> for NodeRegistry {
                 return;
             }
             act.connecting.remove(&node);
+            act.lookups.remove(&node);
             if !act.up.contains_key(&node) {
                 let why = match act.addresses.get(&node) {
                     Some(addrs) if !addrs.is_empty() => DownReason::Unreachable,
@@ -482,6 +523,7 @@ impl Handler<Up> for NodeRegistry {
             },
         );
         self.connecting.remove(&msg.node);
+        self.lookups.remove(&msg.node);
         tracing::info!(node = %self.shared.id, peer = %msg.node, %dialect, rust, "node up");
         self.shared.link_up(&msg.node, msg.link);
         let seed = self.seeds.is_seed_node(&msg.node);

@@ -112,9 +112,7 @@ impl Global {
                 self.mirrors.insert(family.to_owned(), mirror);
                 let request = vec![s(tag::G_MON1), s(family)];
                 self.requests.insert(mon_key(family), request.clone());
-                if let Some(master) = &self.master {
-                    out.push(Effect::Send(master.clone(), request));
-                }
+                out.extend(self.to_master(request));
             }
         }
         (id, out)

@@ -6,7 +6,8 @@
 use tokio::sync::oneshot;
 
 use super::{Effect, Global, MAX_ENTRIES, db_value, s};
-use crate::proto::node_request::tag;
+use crate::proto::dialect::Dialect;
+use crate::proto::node_request::{NodeRequest, tag};
 use crate::proto::value::Value;
 
 impl Global {
@@ -66,10 +67,47 @@ impl Global {
                 vec![s(tag::G_SLAVE), db_value(&self.local_db)],
             ));
         }
-        for request in self.requests.values() {
-            out.push(Effect::Send(master.clone(), request.clone()));
-        }
         self.master = Some(master);
+        let requests: Vec<Vec<Value>> = self.requests.values().cloned().collect();
+        for request in requests {
+            out.extend(self.to_master(request));
+        }
+        out
+    }
+
+    /// Sends `request` to our master; on a global node (its own master) it is served here
+    /// at once, with what it leads to for ourselves, not through the node port: a node that
+    /// becomes global may replay many requests, more than one dispatch may follow.
+    pub(super) fn to_master(&mut self, request: Vec<Value>) -> Vec<Effect> {
+        let Some(master) = self.master.clone() else {
+            return Vec::new();
+        };
+        if master != self.own_id {
+            return vec![Effect::Send(master, request)];
+        }
+        let mut out = Vec::new();
+        // A request to ourselves is answered to ourselves (g_found, g_reply, g_chg1), whose
+        // handling ends there: two rounds.
+        let mut todo = vec![request];
+        for _ in 0..2 {
+            let mut next = Vec::new();
+            for msg in todo {
+                let Ok(NodeRequest::Global(r)) = NodeRequest::parse(Dialect::P2, msg) else {
+                    continue;
+                };
+                for effect in self.request(&master, r) {
+                    match effect {
+                        Effect::Send(to, msg) if to == master => next.push(msg),
+                        other => out.push(other),
+                    }
+                }
+            }
+            todo = next;
+        }
+        out.extend(
+            todo.into_iter()
+                .map(|msg| Effect::Send(master.clone(), msg)),
+        );
         out
     }
 
@@ -114,7 +152,8 @@ impl Global {
             Some(addrs) if !addrs.is_empty() && node != self.own_id => {
                 vec![Effect::Addresses(node, addrs)]
             }
-            // Not known (yet): the registry asks again at its next attempt.
+            // Not known (yet): it may be joining right now; the registry asks again soon.
+            _ if node != self.own_id => vec![Effect::NotFound(node)],
             _ => Vec::new(),
         }
     }
@@ -142,10 +181,7 @@ impl Global {
         let request = vec![s(tag), s(family), s(&id)];
         self.requests.insert(id.clone(), request.clone());
         self.calls.insert(id, tx);
-        match &self.master {
-            Some(master) => vec![Effect::Send(master.clone(), request)],
-            None => Vec::new(),
-        }
+        self.to_master(request)
     }
 
     /// `g_reply id result`: completes one of our queries.

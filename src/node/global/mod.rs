@@ -54,6 +54,8 @@ pub(crate) enum Effect {
     Connect(String),
     /// Keep links to exactly these nodes (the other global nodes), redialling with back-off.
     KeepAlive(Vec<String>),
+    /// The network does not know this node (yet).
+    NotFound(String),
 }
 
 /// A node's database, as `g_*` requests carry it.
@@ -277,6 +279,7 @@ pub(crate) fn apply_one(shared: &Arc<Shared>, effect: Effect) {
             }
         }
         Effect::KeepAlive(nodes) => shared.registry.do_send(registry::KeepAlive { nodes }),
+        Effect::NotFound(node) => shared.registry.do_send(registry::NotFound { node }),
     }
 }
 

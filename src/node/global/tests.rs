@@ -525,3 +525,31 @@ fn a_monitor_starts_with_the_family_as_it_is_even_empty() {
     assert_eq!(rx.try_recv().unwrap().added.get("k"), Some(&Value::Int(1)));
     assert_eq!(rx2.try_recv().unwrap().added.get("k"), Some(&Value::Int(1)));
 }
+
+#[test]
+fn a_node_that_becomes_global_serves_its_open_requests_itself() {
+    let mut g = Global::default();
+    g.start("me".into(), vec!["127.0.0.1:1".into()]);
+    // Lookups pile up while the node has no master (more than the node port's hop bound).
+    for i in 0..100 {
+        assert!(g.lookup(&format!("n{i}")).is_empty());
+    }
+    let (tx, mut rx) = oneshot::channel();
+    assert!(g.call("g_db_keys", "'l", tx).is_empty());
+    let out = wire(&mut g, "slave", "g_slave", &[]).unwrap();
+    assert!(g.is_global());
+    // Nothing goes to our own node port; unknown nodes are reported as such, the query is
+    // answered from our own replica.
+    assert!(
+        out.iter()
+            .all(|e| !matches!(e, Effect::Send(to, _) if to == "me")),
+        "{out:?}"
+    );
+    let not_found = out
+        .iter()
+        .filter(|e| matches!(e, Effect::NotFound(_)))
+        .count();
+    assert_eq!(not_found, 100);
+    assert_eq!(rx.try_recv().unwrap(), arr(&["me"]));
+    assert!(g.requests.is_empty(), "{:?}", g.requests.keys());
+}
