@@ -112,7 +112,7 @@ impl Global {
                 self.mirrors.insert(family.to_owned(), mirror);
                 let request = vec![s(tag::G_MON1), s(family)];
                 self.requests.insert(mon_key(family), request.clone());
-                out.extend(self.to_master(request));
+                out.extend(self.ask_master(request));
             }
         }
         (id, out)

@@ -70,7 +70,7 @@ impl Global {
         self.master = Some(master);
         let requests: Vec<Vec<Value>> = self.requests.values().cloned().collect();
         for request in requests {
-            out.extend(self.to_master(request));
+            out.extend(self.ask_master(request));
         }
         out
     }
@@ -78,7 +78,7 @@ impl Global {
     /// Sends `request` to our master; on a global node (its own master) it is served here
     /// at once, with what it leads to for ourselves, not through the node port: a node that
     /// becomes global may replay many requests, more than one dispatch may follow.
-    pub(super) fn to_master(&mut self, request: Vec<Value>) -> Vec<Effect> {
+    pub(super) fn ask_master(&mut self, request: Vec<Value>) -> Vec<Effect> {
         let Some(master) = self.master.clone() else {
             return Vec::new();
         };
@@ -181,7 +181,7 @@ impl Global {
         let request = vec![s(tag), s(family), s(&id)];
         self.requests.insert(id.clone(), request.clone());
         self.calls.insert(id, tx);
-        self.to_master(request)
+        self.ask_master(request)
     }
 
     /// `g_reply id result`: completes one of our queries.
