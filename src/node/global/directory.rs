@@ -137,16 +137,17 @@ impl Global {
         if entries.is_empty() {
             db.remove(family);
         }
-        if let Some((set, del)) = self.changed(family, &keys, union_before, false) {
-            for watcher in self.monitors.get(family).into_iter().flatten() {
-                let msg = change_msg(tag::G_CHG2, family, &set, &del);
-                out.push(Effect::Send(watcher.clone(), msg));
-            }
-        }
+        // The other globals first: each tells its own monitors in turn.
         if let Some((set, del)) = self.changed(family, &keys, slaves_before, true) {
             let msg = change_msg(tag::G_UPD, family, &set, &del);
             for g in self.globals.iter().filter(|g| **g != self.own_id) {
                 out.push(Effect::Send(g.clone(), msg.clone()));
+            }
+        }
+        if let Some((set, del)) = self.changed(family, &keys, union_before, false) {
+            let msg = change_msg(tag::G_CHG2, family, &set, &del);
+            for watcher in self.monitors.get(family).into_iter().flatten() {
+                out.push(Effect::Send(watcher.clone(), msg.clone()));
             }
         }
         if family == GLOBALS {

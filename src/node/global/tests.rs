@@ -386,11 +386,9 @@ fn a_global_node_serves_a_slave_and_tells_the_other_globals() {
     assert_eq!(
         out,
         vec![
-            send(
-                "ref-s2",
-                vec![s("g_chg2"), s("app_svc"), k1.clone(), arr(&[])]
-            ),
-            send("ref-g2", upd("app_svc", k1, &[])),
+            // The other global first (its monitors wait for it), then our own monitors.
+            send("ref-g2", upd("app_svc", k1.clone(), &[])),
+            send("ref-s2", vec![s("g_chg2"), s("app_svc"), k1, arr(&[])]),
         ]
     );
     let out = wire(&mut g, "ref-s2", "g_db_keys", &[s("'l"), s("q1")]).unwrap();
