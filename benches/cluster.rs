@@ -42,9 +42,9 @@
 //! (each slave's to the three globals, the globals' among themselves) were there before.
 //!
 //! * **at once**: the nodes start reaching at once. A `g_find` that reaches a global before the
-//!   target has registered there is answered "unknown", and the node asks again only at its next
-//!   connect attempt, `connect_interval` (2 s) later: this is what a program that sends to every
-//!   node right after start sees. `slow` counts the pairs answered after 1 s or more.
+//!   target has registered there is answered "unknown", and the node asks again after 100 ms,
+//!   doubling up to `connect_interval`: this is what a program that sends to every node right
+//!   after start sees. `slow` counts the pairs answered after 1 s or more.
 //! * **directory first**: the nodes wait until every global node knows all N nodes and every
 //!   node is bound to a master (`directory`), then reach (`mesh`); `total` is the sum, from
 //!   the same start. `CPU` is the CPU time all processes spent on the mesh phase.
@@ -1019,8 +1019,8 @@ fn print_table(opt: &Options, nofile: u64, rows: &[(usize, usize, Vec<Run>)]) {
     }
     println!(
         "at once: all started -> every pair answered, all asked at once; slow: pairs answered \
-         after >= {} s (a g_find that came before its answer was known waits for the next \
-         connect attempt, connect_interval later)",
+         after >= {} s (a g_find that came before its answer was known is asked again after \
+         100 ms, doubling up to connect_interval)",
         SLOW.as_secs()
     );
     println!(
