@@ -66,10 +66,12 @@
 //! * With `--idle SECS`, each second network is then left idle that long, and the links still
 //!   up are counted (printed per run, not in the table).
 
+mod support;
+use support::Sample;
+
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write as _};
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::io::{BufRead, Write as _};
+use std::process::{Child, ChildStdin, ExitCode};
 use std::rc::Rc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -375,24 +377,8 @@ struct Host {
 
 impl Host {
     fn spawn(index: usize) -> Result<Host, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-        let mut child = Command::new(exe)
-            .arg("--role-host")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start host {index}: {e}"))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, stdin, lines) =
+            support::spawn_self(&format!("host {index}"), &["--role-host"])?;
         Ok(Host {
             index,
             child,
@@ -410,7 +396,8 @@ impl Host {
 
     /// The next line, which must start with `prefix`; returns its `k=v` pairs.
     fn answer(&mut self, prefix: &str, within: Duration) -> Result<Sample, String> {
-        self.line(prefix, within).map(|rest| parse_pairs(&rest))
+        self.line(prefix, within)
+            .map(|rest| support::parse_pairs(&rest))
     }
 
     /// The rest of the next line, which must start with `prefix`.
@@ -437,26 +424,8 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        support::stop_child(&mut self.child, self.stdin.take(), Duration::from_secs(5));
     }
-}
-
-type Sample = HashMap<String, f64>;
-
-fn parse_pairs(text: &str) -> Sample {
-    text.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect()
 }
 
 fn get(s: &Sample, key: &str) -> f64 {

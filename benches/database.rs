@@ -45,6 +45,8 @@
 //! Nothing here asserts on timings; a workload that fails (a change not seen within 10 s)
 //! prints `err` and the program exits non-zero at the end.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -616,16 +618,6 @@ fn median(v: &[f64]) -> f64 {
     pick(&v, 0.5)
 }
 
-fn human(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
 /// Prints the tables; whether anything failed.
 fn print_tables(opt: &Options, results: &[ClusterResult]) -> bool {
     let mut failed = false;
@@ -711,7 +703,7 @@ fn print_tables(opt: &Options, results: &[ClusterResult]) -> bool {
         print!("{name:<34}");
         for r in results {
             match &r.lookups {
-                Ok(v) => print!(" {:>10}", human(v[i])),
+                Ok(v) => print!(" {:>10}", support::human(v[i], 0)),
                 Err(_) => {
                     print!(" {:>10}", "err");
                     failed = true;

@@ -62,10 +62,13 @@
 //! Nothing here asserts on timings; a cell that fails (timeout, lost messages) prints `err` and
 //! the program exits non-zero at the end.
 
+mod support;
+use support::Sample;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write as _};
+use std::io::{Read, Write as _};
 use std::ops::Range;
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdin, ExitCode};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -887,25 +890,10 @@ struct Proc {
 
 impl Proc {
     fn spawn(what: &str, role: &[&str]) -> Result<Proc, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-        let mut child = Command::new(exe)
-            .arg("--role")
-            .args(role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {what}: {e}"))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let args: Vec<&str> = std::iter::once("--role")
+            .chain(role.iter().copied())
+            .collect();
+        let (child, stdin, lines) = support::spawn_self(what, &args)?;
         Ok(Proc {
             what: what.into(),
             child,
@@ -961,27 +949,8 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        support::stop_child(&mut self.child, self.stdin.take(), Duration::from_secs(3));
     }
-}
-
-/// `k=v` pairs of a RESULT line.
-type Sample = HashMap<String, f64>;
-
-fn parse_result(line: &str) -> Sample {
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect()
 }
 
 /// What runs in a cell.
@@ -1043,7 +1012,7 @@ fn run_cell(imp: Impl, load: Load, n: usize, size: usize) -> Result<Sample, Stri
                 &echo,
             ];
             let mut client = Proc::spawn("aemp client", &role)?;
-            let mut sample = parse_result(&client.line("RESULT ", limit)?);
+            let mut sample = support::parse_pairs(&client.line("RESULT ", limit)?);
             sample.insert("server_hwm_kib".into(), server.hwm_kib() as f64);
             Ok(sample)
         }
@@ -1062,7 +1031,7 @@ fn run_cell(imp: Impl, load: Load, n: usize, size: usize) -> Result<Sample, Stri
             let addr = server.line("LISTEN ", STARTUP)?;
             let role = ["tokio-client", wire, load.name(), &n_s, &size_s, &addr];
             let mut client = Proc::spawn("tokio client", &role)?;
-            Ok(parse_result(&client.line("RESULT ", limit)?))
+            Ok(support::parse_pairs(&client.line("RESULT ", limit)?))
         }
     }
 }
@@ -1109,16 +1078,6 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     } else {
         (v[mid - 1] + v[mid]) / 2.0
     })
-}
-
-fn human(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.1}")
-    }
 }
 
 struct Options {
@@ -1196,7 +1155,7 @@ fn parent_main(args: &[String]) -> ExitCode {
                             spec.label,
                             imp.name(),
                             opt.runs,
-                            human(rate),
+                            support::human(rate, 1),
                             t.elapsed().as_secs_f64()
                         );
                         cells.entry(imp.name()).or_default().push(s);
@@ -1213,7 +1172,7 @@ fn parent_main(args: &[String]) -> ExitCode {
     let link_samples: Vec<Sample> = (1..=opt.runs)
         .filter_map(|run| match run_links(links) {
             Ok(s) => {
-                let rate = |k: &str| human(s.get(k).copied().unwrap_or(0.0));
+                let rate = |k: &str| support::human(s.get(k).copied().unwrap_or(0.0), 1);
                 eprintln!(
                     "link set-up run {run}/{}: {} links/s, burst {} links/s",
                     opt.runs,
@@ -1261,7 +1220,7 @@ fn links_once(l: usize, inflight: usize) -> Result<Sample, String> {
     let role = ["aemp-links", &l_s, &inflight_s, &addr, &sink];
     let mut client = Proc::spawn("aemp links client", &role)?;
     let within = STARTUP * 2 + Duration::from_secs(60) + REPLY * (l as u32 / 50);
-    Ok(parse_result(&client.line("RESULT ", within)?))
+    Ok(support::parse_pairs(&client.line("RESULT ", within)?))
 }
 
 fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, Vec<Sample>>]) {
@@ -1301,7 +1260,7 @@ fn print_table(opt: &Options, specs: &[Spec], results: &[HashMap<&'static str, V
                     .and_then(|s| median(s.iter().filter_map(|s| get(s, spec.size)).collect()))
             };
             let show = |imp: Impl| match (value(imp), cells.contains_key(imp.name())) {
-                (Some(v), _) => human(v),
+                (Some(v), _) => support::human(v, 1),
                 (None, true) => "err".into(),
                 (None, false) => "—".into(),
             };
