@@ -11,7 +11,6 @@ use super::{
     Dialect, DownReason, FastMap, FramingError, NodeError, NodeEvent, Shared, Value, framing, read,
     registry, value, write,
 };
-use crate::net::LinkEnd;
 use crate::net::contract::LinkTx;
 use crate::net::send_queue::Pushed;
 use crate::proto::handshake::TlsRole;
@@ -136,6 +135,20 @@ impl Links {
         (pending, over)
     }
 
+    /// Resolves once the link `conn` is no longer `node`'s up link.
+    async fn gone(&self, node: &str, conn: u64) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match read(&self.table).get(node) {
+                Some(LinkSlot::Up(l)) if l.conn == conn => {}
+                _ => return,
+            }
+            changed.await;
+        }
+    }
+
     fn wait_state(&self, node: &str, limit: usize) -> Wait {
         match read(&self.table).get(node) {
             Some(LinkSlot::Up(link)) => Wait::Up(link.clone()),
@@ -241,10 +254,13 @@ impl Shared {
             .map_err(encode_err)?;
         match pushed {
             Pushed::Queued => Ok(()),
-            _ => Err(NodeError::LinkGone {
-                node: node.to_owned(),
-                reason: DownReason::Transport(LinkEnd::Closed),
-            }),
+            // The link is closing (its monitors fire from there): once it is gone, the message
+            // waits for the node like any sent while it is not up, and the node is dialled
+            // again.
+            _ => {
+                self.links.gone(node, link.conn).await;
+                self.send_remote(node, port, msg)
+            }
         }
     }
 

@@ -130,14 +130,6 @@ pub enum NodeError {
         /// Why.
         reason: &'static str,
     },
-    /// The link to a node failed while an awaitable send was waiting.
-    #[error("link to node {node} is gone: {reason}")]
-    LinkGone {
-        /// The node.
-        node: String,
-        /// Why.
-        reason: DownReason,
-    },
 }
 
 /// Which of [`NodeConfig`]'s address lists an [`NodeError::Address`] is about.
@@ -183,6 +175,26 @@ pub enum DownReason {
     /// flight are lost.
     #[error("switched connections")]
     Switched,
+}
+
+/// The longest a shutdown waits for links to write what is queued on them.
+const SHUTDOWN_FLUSH_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A shutdown under way (see [`Node::shutdown`]); `.await` it to wait until it is done.
+#[derive(Debug)]
+pub struct Shutdown {
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::future::IntoFuture for Shutdown {
+    type Output = ();
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let _ = self.done.wait_for(|done| *done).await;
+        })
+    }
 }
 
 /// A node came up or went down.
@@ -323,9 +335,13 @@ impl Runtime {
         &self.workers[i]
     }
 
-    /// Stops the listeners and the worker arbiters the node started.
-    fn shutdown(&self) {
-        self.stopped.send_replace(true);
+    /// Stops the listeners. Returns whether they were running (the first call).
+    fn stop_listening(&self) -> bool {
+        !self.stopped.send_replace(true)
+    }
+
+    /// Stops the worker arbiters the node started (and the transports on them).
+    fn stop_workers(&self) {
         // The first worker is the arbiter the node was started on: not ours to stop.
         for w in self.workers.iter().skip(1) {
             w.stop();
@@ -751,7 +767,10 @@ impl Node {
         self.shared.send_remote(node, name, msg)
     }
 
-    /// Sends a message, waiting for room in the link's queue instead of failing the link.
+    /// Sends a message, waiting for room in the link's queue instead of failing the link. A
+    /// link that closes while the message waits for room does not take it along: it then waits
+    /// for the node as any message sent while the node is not up (the node is dialled again;
+    /// monitors fire if it cannot be reached).
     pub async fn send<T: Serialize + ?Sized>(&self, port: &str, msg: &T) -> Result<(), NodeError> {
         let (node, name) = split_port_id(port);
         if node == &*self.shared.id {
@@ -851,10 +870,35 @@ impl Node {
         guard
     }
 
-    /// Stops every link and listener of this node.
-    pub fn shutdown(&self) {
-        self.shared.runtime.shutdown();
-        self.shared.registry.do_send(registry::Shutdown);
+    /// Shuts the node down: stops accepting connections, closes every link after the messages
+    /// already queued on it are written (each link's monitors fire with `"node shut down"`),
+    /// then stops the node's worker threads. It starts at once; `.await` the returned
+    /// [`Shutdown`] to wait until every link has closed — at most `write_timeout` (at most
+    /// 10 s), after which what was not written is given up.
+    ///
+    /// Must be called within the actix system that runs the node.
+    pub fn shutdown(&self) -> Shutdown {
+        let (tx, done) = tokio::sync::watch::channel(false);
+        let shared = self.shared.clone();
+        if shared.runtime.stop_listening() {
+            shared.registry.do_send(registry::Shutdown);
+            let bound = shared.config.write_timeout.min(SHUTDOWN_FLUSH_MAX);
+            actix::spawn(async move {
+                let deadline = tokio::time::Instant::now() + bound;
+                while shared.runtime.open_connections() > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                shared.registry.do_send(registry::Stop);
+                shared.runtime.stop_workers();
+                let _ = tx.send(true);
+            });
+        } else {
+            // Shut down before: nothing more to wait for here.
+            let _ = tx.send(true);
+        }
+        Shutdown { done }
     }
 }
 

@@ -128,6 +128,8 @@ pub(crate) struct NodeRegistry {
     keepalive_retry: Duration,
     /// The pending rounds of seed dialling and of keepalive dialling.
     seed_timer: Option<SpawnHandle>,
+    /// The node is shutting down: no dials, no new links.
+    stopping: bool,
     keepalive_timer: Option<SpawnHandle>,
 }
 
@@ -149,11 +151,15 @@ impl NodeRegistry {
             keepalive: HashSet::new(),
             keepalive_retry: Duration::ZERO,
             seed_timer: None,
+            stopping: false,
             keepalive_timer: None,
         }
     }
 
     fn dial(&mut self, addr: String, node: Option<String>, redial: bool) {
+        if self.stopping {
+            return;
+        }
         let runtime = &self.shared.runtime;
         #[cfg(feature = "fuzzing")]
         if runtime.offline.load(std::sync::atomic::Ordering::Relaxed) {
@@ -448,6 +454,9 @@ impl Handler<Line1> for NodeRegistry {
             outgoing,
             rust,
         } = msg;
+        if self.stopping {
+            return Err(Refusal::ShuttingDown);
+        }
         self.learn_seed(conn, &node);
         // Perl's rule, which Perl peers rely on; but a node that dials us long after its link
         // came up was restarted, and may replace that link once it has authenticated (`Up`).
@@ -492,6 +501,9 @@ impl Handler<Up> for NodeRegistry {
     type Result = Option<Box<dyn PacketSink>>;
     fn handle(&mut self, msg: Up, _: &mut Context<Self>) -> Self::Result {
         self.forget(msg.conn, &msg.node);
+        if self.stopping {
+            return None;
+        }
         self.outgoing.remove(&msg.conn);
         let rust = self.rust.remove(&msg.conn);
         if let Some(old) = self.up.get(&msg.node) {
@@ -609,11 +621,37 @@ impl Handler<Down> for NodeRegistry {
 impl Handler<Shutdown> for NodeRegistry {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // No more dials: cancel what would start them, and refuse new links from now on
+        // (`Line1`, `Up`); the links close once their queues are written (`link_failed`), and
+        // their transports' `Down` still comes here (the node counts them while it waits).
+        self.stopping = true;
+        // Messages waiting for a node that is not up cannot be written: their monitors fire.
+        for node in std::mem::take(&mut self.connecting).into_keys() {
+            self.shared.pending_failed(&node, DownReason::Shutdown);
+        }
+        self.keepalive.clear();
+        for timer in [self.seed_timer.take(), self.keepalive_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.cancel_future(timer);
+        }
         let nodes: Vec<(String, UpLink)> = self.up.drain().collect();
         for (node, link) in nodes {
             self.shared
                 .link_failed(&node, link.conn, DownReason::Shutdown);
         }
+    }
+}
+
+/// The shutdown is over: the registry stops.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop;
+
+impl Handler<Stop> for NodeRegistry {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }

@@ -142,6 +142,19 @@ impl Proc {
         assert!(ok, "kill {sig} {}", self.name);
     }
 
+    /// The exit code once the process has ended (`None`: killed by a signal, or still running
+    /// after `limit`).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// SIGKILL, and reap.
     pub fn kill9(&mut self) {
         self.signal("-KILL");

@@ -219,13 +219,16 @@ fn main() -> ExitCode {
         .init();
     let system = actix::System::new();
     let result = system.block_on(run(cli));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("aemp: {e}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit here: dropping the runtime would wait for a blocking read of stdin (`run --stdin`)
+    // that may never end. The node has shut down and stdout is flushed line by line.
+    std::process::exit(code)
 }
 
 fn gencert(out: Option<&std::path::Path>, rsa: bool) -> Result<(), String> {
@@ -293,8 +296,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     {
         return serve(&node, sink, *stdin, reg, seeds.is_empty()).await;
     }
-    let seed_node = connect_seed(&node, &seeds, timeout).await?;
-    match cli.command {
+    let seed_node = match connect_seed(&node, &seeds, timeout).await {
+        Ok(seed) => seed,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
+    let done = match cli.command {
         Command::Run { .. } | Command::Gencert { .. } => Ok(()),
         Command::Snd { port, args } => send_with_receipt(&node, &port, &args, timeout).await,
         Command::Cal { port, args } => call(&node, &port, &args, timeout).await,
@@ -307,7 +316,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             size,
             window,
         } => bench(&node, &seed_node, mode, n, size, window, timeout).await,
-    }
+    };
+    // Leave cleanly: what is queued is written and the links close.
+    node.shutdown().await;
+    done
 }
 
 /// The node configuration the common options describe, listening on `binds`.

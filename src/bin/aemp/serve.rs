@@ -39,9 +39,30 @@ pub(super) async fn serve(
                 Ok(ev) => say(format_args!("DOWN {} {}", ev.node, Value::Array(ev.reason))),
                 Err(_) => {}
             },
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = stop_signal() => {
+                // SIGTERM (systemd, containers) or SIGINT: what is queued is written, links
+                // close, then exit 0.
+                node.shutdown().await;
+                return Ok(());
+            }
         }
     }
+}
+
+/// Resolves at SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `run --reg FAMILY`: registers the echo port in `family` for as long as the node runs, and
