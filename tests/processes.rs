@@ -247,3 +247,23 @@ fn cleartext_is_listed_only_with_allow_cleartext() {
     let line = greeting_of(&permissive);
     assert!(line.contains(",cleartext;"), "{line}");
 }
+
+#[test]
+fn completion_scripts_cover_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(AEMP)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["run", "cal", "nodes", "seed", "bind"] {
+            assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    let bad = Command::new(AEMP)
+        .args(["completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

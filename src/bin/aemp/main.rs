@@ -144,6 +144,12 @@ enum Command {
         #[arg(long)]
         rsa: bool,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `aemp completions bash > /etc/bash_completion.d/aemp`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,6 +201,11 @@ impl Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory as _;
+        clap_complete::generate(*shell, &mut Cli::command(), "aemp", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     if let Command::Gencert { out, rsa } = &cli.command {
         return match gencert(out.as_deref(), *rsa) {
             Ok(()) => ExitCode::SUCCESS,
@@ -304,7 +315,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     };
     let done = match cli.command {
-        Command::Run { .. } | Command::Gencert { .. } => Ok(()),
+        Command::Run { .. } | Command::Gencert { .. } | Command::Completions { .. } => Ok(()),
         Command::Snd { port, args } => send_with_receipt(&node, &port, &args, timeout).await,
         Command::Cal { port, args } => call(&node, &port, &args, timeout).await,
         Command::Mon { port } => print_kill_reason(&node, &port).await,
