@@ -26,11 +26,11 @@ fn reason_of(line: &str, prefix: &str) -> Vec<String> {
     serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{line:?}: {e}"))
 }
 
-#[test]
-fn a_peer_killed_mid_stream_fires_monitors_and_is_reached_again_once_restarted() {
-    let b_id = "fault-kill-b";
+/// B (a sink port `sink`) and A seeded to B (commands on stdin), linked, with A monitoring
+/// B's sink: the start of each fault case. Returns (A, B, B's sink port id).
+fn monitored_pair(a_id: &str, b_id: &str) -> (Proc, Proc, String) {
     let sink = format!("{b_id}#sink");
-    let mut b = run(
+    let b = run(
         "B",
         &[],
         &["--nodeid", b_id],
@@ -40,11 +40,18 @@ fn a_peer_killed_mid_stream_fires_monitors_and_is_reached_again_once_restarted()
     let mut a = run(
         "A",
         &[],
-        &["--nodeid", "fault-kill-a", "--seed", &b.addr],
+        &["--nodeid", a_id, "--seed", &b.addr],
         &["--bind", "127.0.0.1:0", "--stdin"],
     );
     a.wait_for(|l| l == format!("UP {b_id} p2"), LONG);
     a.command(&format!("mon {sink}"));
+    (a, b, sink)
+}
+
+#[test]
+fn a_peer_killed_mid_stream_fires_monitors_and_is_reached_again_once_restarted() {
+    let b_id = "fault-kill-b";
+    let (mut a, mut b, sink) = monitored_pair("fault-kill-a", b_id);
     let stream = Streamer::start(&a, &sink, 1, Duration::from_millis(2));
     let (_, line) = b.wait_for(|l| rcv_number(l).is_some_and(|n| n >= 100), LONG);
     let before: Vec<u64> = b.seen.iter().filter_map(|(_, l)| rcv_number(l)).collect();
@@ -104,21 +111,7 @@ fn a_peer_killed_mid_stream_fires_monitors_and_is_reached_again_once_restarted()
 #[test]
 fn a_restarted_peer_replaces_the_link_its_old_process_still_holds() {
     let b_id = "fault-swap-b";
-    let sink = format!("{b_id}#sink");
-    let mut b1 = run(
-        "B1",
-        &[],
-        &["--nodeid", b_id],
-        &["--bind", "127.0.0.1:0", "--sink", "sink"],
-    );
-    let mut a = run(
-        "A",
-        &[],
-        &["--nodeid", "fault-swap-a", "--seed", &b1.addr],
-        &["--bind", "127.0.0.1:0", "--stdin"],
-    );
-    a.wait_for(|l| l == format!("UP {b_id} p2"), LONG);
-    a.command(&format!("mon {sink}"));
+    let (mut a, mut b1, sink) = monitored_pair("fault-swap-a", b_id);
     a.command(&format!("snd {sink} 1"));
     b1.wait_for(|l| l == "RCV sink [1]", LONG);
     // The old process freezes: its kernel keeps the connection open and answers for it, so A

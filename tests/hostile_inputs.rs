@@ -473,6 +473,11 @@ async fn link_stays(
     }
 }
 
+/// [`refused`] for a stranger that sends `bytes` and waits.
+async fn refused_after(node: &Node, want: impl Fn(&TransportError) -> bool, bytes: &[u8]) -> Seen {
+    refused(node, want, async |s| s.write_all(bytes).await.unwrap()).await
+}
+
 fn is_hs(e: &TransportError, f: impl Fn(&HandshakeError) -> bool) -> bool {
     matches!(e, TransportError::Handshake { source, .. } if f(source))
 }
@@ -736,14 +741,10 @@ async fn the_hostile_input_matrix() {
         "valid line 1, then garbage",
         "auth",
         "Handshake(MalformedAuthLine)",
-        refused(
+        refused_after(
             node,
             |e| is_hs(e, |h| matches!(h, HandshakeError::MalformedAuthLine { .. })),
-            async |s| {
-                s.write_all(b"aemp;0;garbler;hmac_md6_64_256;json\n\x00\xff\xfe garbage \x01\n\xc3\x28\x80;;\xff\n")
-                    .await
-                    .unwrap();
-            },
+            b"aemp;0;garbler;hmac_md6_64_256;json\n\x00\xff\xfe garbage \x01\n\xc3\x28\x80;;\xff\n",
         ),
     )
     .await;
@@ -794,14 +795,10 @@ async fn the_hostile_input_matrix() {
         "the node's own id",
         "greeting",
         "Handshake(TalkingToItself)",
-        refused(
+        refused_after(
             node,
             |e| is_hs(e, |h| matches!(h, HandshakeError::TalkingToItself { .. })),
-            async |s| {
-                s.write_all(b"aemp;0;under-test;hmac_md6_64_256;json\nbm9uY2U\n")
-                    .await
-                    .unwrap();
-            },
+            b"aemp;0;under-test;hmac_md6_64_256;json\nbm9uY2U\n",
         ),
     )
     .await;
@@ -809,14 +806,10 @@ async fn the_hostile_input_matrix() {
         "aemp;99 (version mismatch)",
         "greeting",
         "Handshake(VersionMismatch)",
-        refused(
+        refused_after(
             node,
             |e| is_hs(e, |h| matches!(h, HandshakeError::VersionMismatch { .. })),
-            async |s| {
-                s.write_all(b"aemp;99;from-the-future;hmac_md6_64_256;json\nbm9uY2U\n")
-                    .await
-                    .unwrap();
-            },
+            b"aemp;99;from-the-future;hmac_md6_64_256;json\nbm9uY2U\n",
         ),
     )
     .await;
@@ -824,18 +817,14 @@ async fn the_hostile_input_matrix() {
         "empty auth method list",
         "greeting",
         "Handshake(UnparsableGreeting)",
-        refused(
+        refused_after(
             node,
             |e| {
                 is_hs(e, |h| {
                     matches!(h, HandshakeError::UnparsableGreeting { .. })
                 })
             },
-            async |s| {
-                s.write_all(b"aemp;0;no-methods;;json\nbm9uY2U\n")
-                    .await
-                    .unwrap();
-            },
+            b"aemp;0;no-methods;;json\nbm9uY2U\n",
         ),
     )
     .await;
@@ -843,18 +832,14 @@ async fn the_hostile_input_matrix() {
         "empty framing list",
         "greeting",
         "Handshake(UnparsableGreeting)",
-        refused(
+        refused_after(
             node,
             |e| {
                 is_hs(e, |h| {
                     matches!(h, HandshakeError::UnparsableGreeting { .. })
                 })
             },
-            async |s| {
-                s.write_all(b"aemp;0;no-framings;hmac_md6_64_256;\nbm9uY2U\n")
-                    .await
-                    .unwrap();
-            },
+            b"aemp;0;no-framings;hmac_md6_64_256;\nbm9uY2U\n",
         ),
     )
     .await;
@@ -862,14 +847,10 @@ async fn the_hostile_input_matrix() {
         "unknown auth method",
         "auth",
         "Handshake(UnknownAuthMethod)",
-        refused(
+        refused_after(
             node,
             |e| is_hs(e, |h| matches!(h, HandshakeError::UnknownAuthMethod { .. })),
-            async |s| {
-                s.write_all(b"aemp;0;odd-auth;hmac_md6_64_256;json\nbm9uY2U\nrot13;abc;json\n")
-                    .await
-                    .unwrap();
-            },
+            b"aemp;0;odd-auth;hmac_md6_64_256;json\nbm9uY2U\nrot13;abc;json\n",
         ),
     )
     .await;
