@@ -354,7 +354,7 @@ async fn reach(
         }
         tries += 1;
         let answer = node.cal(&target, vec!["time".into()], left).await;
-        if answer.is_some_and(|a| a.first().and_then(|t| t.as_f64()).is_some()) {
+        if answer.is_ok_and(|a| a.first().and_then(|t| t.as_f64()).is_some()) {
             break true;
         }
         // A call fails at once when the link to the target fails (or the target is not found

@@ -12,6 +12,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// `#[derive(RemoteMessage)]` names `::aemp`, also inside this crate.
+extern crate self as aemp;
+
 pub mod crypto;
 pub mod net;
 pub mod node;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use aemp::node::{DialectMode, Node, NodeConfig};
+use aemp::node::{DialectMode, Node, NodeConfig, RemoteError};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::value::Value;
 use tokio::sync::mpsc;
@@ -76,37 +76,43 @@ async fn cal_round_trips_to_a_remote_and_a_local_port() {
             vec![Value::from("x"), Value::Int(7)],
             Duration::from_secs(10),
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(
         answer,
-        Some(vec![Value::from("got"), Value::from("x"), Value::Int(7)])
+        vec![Value::from("got"), Value::from("x"), Value::Int(7)]
     );
     let local = server(&a);
     let answer = a
         .cal(&local, vec![Value::Int(1)], Duration::from_secs(10))
-        .await;
-    assert_eq!(answer, Some(vec![Value::from("got"), Value::Int(1)]));
+        .await
+        .unwrap();
+    assert_eq!(answer, vec![Value::from("got"), Value::Int(1)]);
 }
 
 #[actix_rt::test]
-async fn cal_times_out_with_none() {
+async fn cal_times_out_with_a_timeout_error() {
     let (a, b) = (node().await, node().await);
     introduce(&a, &b);
     let port = server(&b);
     let limit = Duration::from_millis(300);
     let started = Instant::now();
     let answer = a.cal(&port, vec![Value::from("mute")], limit).await;
-    assert_eq!(answer, None);
+    assert!(
+        matches!(answer, Err(RemoteError::Timeout { after, .. }) if after == limit),
+        "{answer:?}"
+    );
     assert!(started.elapsed() >= limit);
     // The link is fine: the next request is answered.
     let answer = a
         .cal(&port, vec![Value::Int(2)], Duration::from_secs(10))
-        .await;
-    assert_eq!(answer, Some(vec![Value::from("got"), Value::Int(2)]));
+        .await
+        .unwrap();
+    assert_eq!(answer, vec![Value::from("got"), Value::Int(2)]);
 }
 
 #[actix_rt::test]
-async fn cal_answers_none_when_the_target_dies() {
+async fn cal_reports_the_kill_reason_when_the_target_dies() {
     let (a, b) = (node().await, node().await);
     introduce(&a, &b);
     let port = server(&b);
@@ -114,16 +120,29 @@ async fn cal_answers_none_when_the_target_dies() {
     let answer = a
         .cal(&port, vec![Value::from("die")], Duration::from_secs(60))
         .await;
-    assert_eq!(answer, None);
+    match answer {
+        Err(RemoteError::PortDied { reason, .. }) => {
+            assert_eq!(
+                reason,
+                vec![Value::from("die"), Value::from("asked to die")]
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "not by timeout"
     );
-    // A port that does not exist at all: None at once, too.
+    // A port that does not exist at all: at once, too.
     let answer = a
         .cal(&format!("{}#nope", b.id()), vec![], Duration::from_secs(60))
         .await;
-    assert_eq!(answer, None);
+    match answer {
+        Err(RemoteError::PortDied { reason, .. }) => {
+            assert_eq!(reason[0], Value::from("no_such_port"))
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -141,7 +160,7 @@ impl Actor for Asker {
             .node
             .cal(&self.port, vec![Value::from("hi")], Duration::from_secs(10));
         ctx.spawn(fut.into_actor(self).map(|reply, act, _| {
-            let _ = act.out.send(reply);
+            let _ = act.out.send(reply.ok());
         }));
     }
 }
@@ -190,14 +209,16 @@ async fn spawn_creates_the_port_with_the_chosen_id_remotely_and_locally() {
     assert!(id.starts_with(&format!("{}#", b.id())), "{id}");
     let answer = a
         .cal(&id, vec![Value::from("hello")], Duration::from_secs(10))
-        .await;
+        .await
+        .ok();
     assert_eq!(answer, Some(vec![Value::from("howdy"), Value::from(&*id)]));
     // Names never repeat, and a local spawn runs at once.
     let local = a.spawn(a.id(), "My::init", vec![Value::Int(5)]);
     assert_ne!(local, id);
     let answer = a
         .cal(&local, vec![Value::from("hello")], Duration::from_secs(10))
-        .await;
+        .await
+        .ok();
     assert_eq!(answer, Some(vec![Value::Int(5), Value::from(&*local)]));
 }
 

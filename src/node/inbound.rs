@@ -65,6 +65,14 @@ impl PacketSink for Inbound {
                 self.stream_batch.flush();
                 r.do_send(msg);
             }
+            Inbox::Handler(h) => {
+                self.stream_batch.flush();
+                if let Err(reason) = h.deliver(&msg)
+                    && let Some(Ok(dest)) = msg.packet().map(Packet::dest)
+                {
+                    self.shared.kill_local(&dest, reason);
+                }
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! `snd` to a remote port encodes straight into that link's bounded queue, and a transport hands
 //! each received packet straight to the port's actix recipient (`inbound`). The registry actor
 //! only decides which transport carries which node.
+mod actor;
 mod config;
 mod database;
 #[cfg(feature = "fuzzing")]
@@ -15,6 +16,7 @@ mod inbound;
 mod kernel;
 mod links;
 mod message;
+mod mon_forms;
 mod peer;
 pub(crate) mod port_stream;
 mod ports;
@@ -31,6 +33,12 @@ use actix::{Addr, ArbiterHandle, AsyncContext, Recipient};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+pub use actor::{
+    DEFAULT_REQUEST_TIMEOUT, Expose, Exposed, PortRef, RemoteError, RemoteMessage, Request, Tell,
+    tagged,
+};
+/// `#[derive(RemoteMessage)]`: see [`RemoteMessage`].
+pub use aemp_derive::RemoteMessage;
 pub use config::{DialectMode, NodeConfig};
 pub use database::{DbChange, DbGuard, DbMonitor, valid_family};
 pub use groups::{GroupChange, GroupGuard, GroupMonitor};
@@ -38,11 +46,18 @@ pub use kernel::MAX_NODE_PORT_HOPS;
 pub use links::transport_error;
 use links::{Links, Outgoing};
 pub use message::{Message, split_port_id};
+pub use mon_forms::TimerGuard;
 pub use peer::{ConnectionStats, InitFn};
 pub use port_stream::PortStream;
 use port_stream::{Inbox, StreamQueue};
 pub use ports::{MonitorGuard, Port};
 pub use rcv::{PortContext, Rcv};
+
+/// What `#[derive(RemoteMessage)]` expands to refers to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use actix;
+}
 
 use crate::net::addr::{self, AddrError};
 use crate::net::contract::{TransportConfig, TransportHooks};
@@ -688,6 +703,10 @@ impl Node {
     /// spawn init function must: its port id was chosen by the spawning node. Fails if the name
     /// is empty, contains `#` after the node part, names another node, or is taken.
     pub fn port_named(&self, name: &str, recipient: Recipient<Message>) -> Result<Port, NodeError> {
+        self.named_port(name, Inbox::Actor(recipient))
+    }
+
+    fn named_port(&self, name: &str, inbox: Inbox) -> Result<Port, NodeError> {
         let bad = || NodeError::PortName(name.to_owned());
         let local = match name.split_once('#') {
             Some((node, local)) if node == &*self.shared.id => local,
@@ -697,11 +716,7 @@ impl Node {
         if local.is_empty() || local.contains('#') {
             return Err(bad());
         }
-        let Some(serial) = self
-            .shared
-            .ports
-            .insert_named(local, Inbox::Actor(recipient))
-        else {
+        let Some(serial) = self.shared.ports.insert_named(local, inbox) else {
             return Err(bad());
         };
         Ok(Port {

@@ -9,11 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use actix::Actor;
-use tokio::sync::oneshot;
-
 use super::global;
-use super::{Message, Node, Shared, lock, read, write};
+use super::{Node, RemoteError, Shared, lock, read, write};
 use crate::proto::node_request::tag;
 use crate::proto::value::Value;
 
@@ -144,25 +141,6 @@ pub(crate) fn spawn_request(
     }
 }
 
-/// Where a [`Node::cal`]'s answer goes: taken by the first reply or by the target's death.
-type AnswerSlot = Arc<Mutex<Option<oneshot::Sender<Option<Vec<Value>>>>>>;
-
-/// The reply port of a [`Node::cal`]: hands the first message on, then nothing.
-struct ReplyPort(AnswerSlot);
-
-impl Actor for ReplyPort {
-    type Context = actix::Context<Self>;
-}
-
-impl actix::Handler<Message> for ReplyPort {
-    type Result = ();
-    fn handle(&mut self, msg: Message, _: &mut actix::Context<Self>) {
-        if let Some(tx) = lock(&self.0).take() {
-            let _ = tx.send(msg.args().ok());
-        }
-    }
-}
-
 impl Node {
     /// Registers an init function that other nodes (and [`Node::spawn`]) may spawn by name.
     /// `AnyEvent::MP::Global::connect`, which 1.x Perl peers spawn on every node, is registered
@@ -251,9 +229,10 @@ impl Node {
 
     /// Sends a request and waits for its reply (Perl's `cal`): a fresh reply port's id is
     /// appended to `args` as the last element, and the first message that port receives is the
-    /// answer. `None` when `timeout` passes first or when the target port dies (it is monitored
-    /// for the duration). The request is sent at once; the reply port lives until the future
-    /// completes or is dropped.
+    /// answer, as its elements. The target port is monitored for the duration; the error says
+    /// whether `timeout` passed, the port died (with its kill reason), or its node could not be
+    /// reached. The request is sent at once; the reply port lives until the future completes
+    /// or is dropped. ([`PortRef::request`](super::PortRef::request) is the typed form.)
     ///
     /// Call it inside the actix system. From an actor, run it with
     /// `ctx.spawn(node.cal(…).into_actor(self).map(|reply, act, ctx| …))`.
@@ -291,7 +270,7 @@ impl Node {
     ///     .unwrap();
     ///     let timeout = Duration::from_secs(10);
     ///     let sum = client.cal(&adder, vec!["add".into(), 2.into(), 3.into()], timeout);
-    ///     assert_eq!(sum.await, Some(vec![Value::Int(5)]));
+    ///     assert_eq!(sum.await.unwrap(), vec![Value::Int(5)]);
     ///     // A bare node id names its node port: `time` answers with the node's clock.
     ///     let now = client
     ///         .cal(server.id(), vec!["time".into()], timeout)
@@ -305,30 +284,20 @@ impl Node {
         port: &str,
         mut args: Vec<Value>,
         timeout: Duration,
-    ) -> impl Future<Output = Option<Vec<Value>>> + Send + 'static {
-        let (tx, rx) = oneshot::channel();
-        let slot: AnswerSlot = Arc::new(Mutex::new(Some(tx)));
-        let reply = self.port(ReplyPort(slot.clone()).start().recipient());
-        // Monitor first: the mon1 then reaches the target's node before the request.
-        let guard = self.mon(port, move |_reason| {
-            if let Some(tx) = lock(&slot).take() {
-                let _ = tx.send(None);
-            }
-        });
-        args.push(Value::Str(reply.id().to_owned()));
+    ) -> impl Future<Output = Result<Vec<Value>, RemoteError>> + Send + 'static {
+        let call = self.start_call(port, timeout);
+        args.push(Value::Str(call.reply_id().to_owned()));
         let sent = self.snd(port, &args);
+        let port = port.to_owned();
         async move {
-            let answer = match sent {
-                Ok(()) => tokio::time::timeout(timeout, rx)
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten(),
-                Err(_) => None,
-            };
-            drop(guard);
-            drop(reply);
-            answer
+            call.wait(sent)
+                .await?
+                .args()
+                .map_err(|source| RemoteError::Undecodable {
+                    port,
+                    expected: "a message",
+                    source,
+                })
         }
     }
 

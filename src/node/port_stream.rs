@@ -24,6 +24,23 @@ pub(crate) enum Inbox {
     Actor(Recipient<Message>),
     /// A [`PortStream`].
     Stream(std::sync::Arc<StreamQueue>),
+    /// Code that takes each message where it arrives: an exposed actor's tag dispatch, a
+    /// request's reply slot.
+    Handler(std::sync::Arc<dyn PortHandler>),
+}
+
+/// What a [`Inbox::Handler`] port runs for each message, on the thread that delivers it (a
+/// link's reader, or the local sender): it must not block.
+pub(crate) trait PortHandler: Send + Sync {
+    /// Takes one message; an `Err` kills the port with that reason.
+    fn deliver(&self, msg: &Message) -> Result<(), Vec<crate::proto::value::Value>>;
+    /// Whether anything still takes the messages.
+    fn is_live(&self) -> bool;
+    /// The local fast path for message type `ty` (an `actix::Recipient<M>`), if the port
+    /// takes it.
+    fn local(&self, _ty: std::any::TypeId) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        None
+    }
 }
 
 impl Inbox {
@@ -32,16 +49,20 @@ impl Inbox {
         match self {
             Inbox::Actor(r) => r.connected(),
             Inbox::Stream(q) => !q.receiver_gone.load(Ordering::Relaxed),
+            Inbox::Handler(h) => h.is_live(),
         }
     }
 
-    pub fn deliver(&self, msg: Message) {
+    /// Hands a message over; an `Err` is the reason the port must die with.
+    pub fn deliver(&self, msg: Message) -> Result<(), Vec<crate::proto::value::Value>> {
         match self {
             // do_send: a port has no queue limit in AEMP, and try_send would drop silently
             // whenever the actor's mailbox is momentarily full.
             Inbox::Actor(r) => r.do_send(msg),
             Inbox::Stream(q) => q.push(msg),
+            Inbox::Handler(h) => return h.deliver(&msg),
         }
+        Ok(())
     }
 
     /// The port was killed: a stream ends once it has yielded what was queued.

@@ -132,7 +132,7 @@ impl Ports {
     }
 
     /// Where a local port's messages go.
-    fn inbox(&self, port: &str) -> Option<Inbox> {
+    pub fn inbox(&self, port: &str) -> Option<Inbox> {
         read(&self.table).get(port).map(|e| e.inbox.clone())
     }
 
@@ -241,8 +241,9 @@ impl Shared {
         let inbox = self.ports.inbox(port);
         if self.is_live(inbox.as_ref(), port)
             && let Some(inbox) = inbox
+            && let Err(reason) = inbox.deliver(msg)
         {
-            inbox.deliver(msg);
+            self.kill_local(port, reason);
         }
     }
 

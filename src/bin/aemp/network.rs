@@ -27,7 +27,7 @@ pub(super) async fn print_nodes(node: &Node, timeout: Duration) -> Result<(), St
     book.remove(node.id());
     let probes = book.keys().map(|id| {
         let answer = node.cal(id, vec![Value::Str("time".into())], timeout);
-        async move { answer.await.is_some() }
+        async move { answer.await.is_ok() }
     });
     let up = futures_util::future::join_all(probes).await;
     let entries = book.into_iter().zip(up).map(|((id, addrs), up)| {

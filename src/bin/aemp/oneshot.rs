@@ -33,7 +33,7 @@ pub(super) async fn call(
     let reply = node
         .cal(port, msg, timeout)
         .await
-        .ok_or("no reply (timed out, or the port died)")?;
+        .map_err(|e| format!("no reply: {e}"))?;
     println!("{}", Value::Array(reply));
     Ok(())
 }

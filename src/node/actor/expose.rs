@@ -1,0 +1,260 @@
+//! Exposing an actix actor as one port: messages dispatched by tag to its handlers.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Recipient};
+
+use super::super::port_stream::{Inbox, PortHandler};
+use super::super::{DbGuard, Message, Node, NodeError, Port, Shared};
+use super::port_ref::PortRef;
+use super::wire::{Elements, RequestBody, TellBody};
+use super::{Request, Tell};
+use crate::proto::value::Value;
+
+/// Decodes one message of a tag and hands it to the actor.
+type Dispatch = Box<dyn Fn(&Message, &Weak<Shared>) -> Result<(), String> + Send + Sync>;
+
+/// Builds the port of an actor; see [`Node::expose`].
+#[must_use = "the port is only created by start()"]
+pub struct Expose<A: Actor> {
+    node: Node,
+    addr: Addr<A>,
+    tags: HashMap<&'static str, Dispatch>,
+    local: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    tolerant: bool,
+}
+
+impl<A: Actor> Expose<A> {
+    pub(crate) fn new(node: Node, addr: Addr<A>) -> Expose<A> {
+        Expose {
+            node,
+            addr,
+            tags: HashMap::new(),
+            local: HashMap::new(),
+            tolerant: false,
+        }
+    }
+
+    /// Takes `M` (one-way): each `[M::TAG, fields...]` is decoded and sent to the actor.
+    pub fn tell<M>(mut self) -> Self
+    where
+        M: Tell,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let recipient: Recipient<M> = self.addr.clone().recipient();
+        self.local
+            .insert(TypeId::of::<M>(), Box::new(recipient.clone()));
+        self.tags.insert(
+            M::TAG,
+            Box::new(move |msg, _| {
+                let TellBody(m) = msg.decode::<TellBody<M>>().map_err(|e| e.to_string())?;
+                recipient.do_send(m);
+                Ok(())
+            }),
+        );
+        self
+    }
+
+    /// Takes `M` as a request: each `[M::TAG, fields..., reply_port]` is decoded and sent to
+    /// the actor, and what its handler returns is sent to the reply port.
+    pub fn request<M>(mut self) -> Self
+    where
+        M: Request,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let recipient: Recipient<M> = self.addr.clone().recipient();
+        self.local
+            .insert(TypeId::of::<M>(), Box::new(recipient.clone()));
+        self.tags.insert(
+            M::TAG,
+            Box::new(move |msg, shared| {
+                let RequestBody(m, reply) =
+                    msg.decode::<RequestBody<M>>().map_err(|e| e.to_string())?;
+                // A fresh sender is never "parked" by a full mailbox, so the request is queued
+                // now, in order with the tells before and after it.
+                let answer = recipient.clone().send(m);
+                let shared = shared.clone();
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    tracing::warn!(reply, "request delivered outside a runtime: no reply sent");
+                    return Ok(());
+                };
+                rt.spawn(async move {
+                    // An actor that stopped before answering: its port dies at the next
+                    // delivery, which the asker's monitor sees.
+                    let Ok(value) = answer.await else { return };
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    let node = Node { shared };
+                    let elements = Elements {
+                        tag: None,
+                        body: &value,
+                        trailer: None,
+                    };
+                    if let Err(e) = node.snd(&reply, &elements) {
+                        tracing::warn!(node = %node.id(), reply, "cannot send the reply: {e}");
+                    }
+                });
+                Ok(())
+            }),
+        );
+        self
+    }
+
+    /// Logs and drops a message with an unknown tag or fields that do not decode, instead of
+    /// killing the port as Perl's `rcv` would.
+    pub fn tolerant(mut self) -> Self {
+        self.tolerant = true;
+        self
+    }
+
+    fn handler(self) -> (Node, Inbox) {
+        let Expose {
+            node,
+            addr,
+            tags,
+            local,
+            tolerant,
+        } = self;
+        let connected: Box<dyn Fn() -> bool + Send + Sync> = Box::new(move || addr.connected());
+        let handler = TagDispatch {
+            shared: Arc::downgrade(&node.shared),
+            tags,
+            local,
+            connected,
+            tolerant,
+        };
+        (node, Inbox::Handler(Arc::new(handler)))
+    }
+
+    /// Creates the port (a fresh name) and returns its handle; the port lives until the handle
+    /// is dropped, the port is killed, or the actor stops.
+    pub fn start(self) -> Exposed {
+        let (node, inbox) = self.handler();
+        Exposed {
+            names: Vec::new(),
+            port: node.new_port(inbox),
+            node,
+        }
+    }
+
+    /// Like [`Expose::start`] with a given port name (or full id on this node), as a spawn
+    /// init function needs.
+    pub fn start_named(self, name: &str) -> Result<Exposed, NodeError> {
+        let (node, inbox) = self.handler();
+        let port = node.named_port(name, inbox)?;
+        Ok(Exposed {
+            names: Vec::new(),
+            port,
+            node,
+        })
+    }
+}
+
+/// The port of an exposed actor. Dropping it kills the port (a normal exit: its monitors fire
+/// with no reason) and removes the names registered for it. Keep it in the actor, so that the
+/// port lives as long as the actor; drop it in `Supervised::restarting`, so that a restarted
+/// actor gets a new port (port ids are never reused) and its names move to it.
+#[must_use = "dropping an Exposed kills its port"]
+pub struct Exposed {
+    // Names go before the port dies: a name never points at a dead port of ours for longer
+    // than its deletion takes to reach the network.
+    names: Vec<DbGuard>,
+    port: Port,
+    node: Node,
+}
+
+impl Exposed {
+    /// The port id.
+    pub fn id(&self) -> &str {
+        self.port.id()
+    }
+
+    /// Registers the port in the network's database as `family`/`key` (the value is the port
+    /// id), for as long as this handle lives: [`Node::lookup`] handles follow it, also when a
+    /// restarted actor registers its new port under the same name.
+    pub fn register(&mut self, family: &str, key: &str) -> Result<(), NodeError> {
+        let guard = self.node.db_set(family, key, self.port.id())?;
+        self.names.push(guard);
+        Ok(())
+    }
+
+    /// A typed handle to this port.
+    pub fn port_ref<M>(&self) -> PortRef<M> {
+        PortRef::by_id(self.node.clone(), self.port.id())
+    }
+
+    /// Keeps the port (and its names) alive without this handle; it dies when killed or when
+    /// the actor stops. Returns the port id.
+    pub fn detach(self) -> String {
+        for guard in self.names {
+            guard.detach();
+        }
+        self.port.detach()
+    }
+}
+
+impl std::fmt::Debug for Exposed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Exposed({})", self.port.id())
+    }
+}
+
+/// The inbox of an exposed actor.
+struct TagDispatch {
+    shared: Weak<Shared>,
+    tags: HashMap<&'static str, Dispatch>,
+    local: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    connected: Box<dyn Fn() -> bool + Send + Sync>,
+    tolerant: bool,
+}
+
+impl PortHandler for TagDispatch {
+    fn deliver(&self, msg: &Message) -> Result<(), Vec<Value>> {
+        let tag = msg.tag();
+        let reason = match tag.as_deref().and_then(|t| self.tags.get(t)) {
+            Some(dispatch) => match dispatch(msg, &self.shared) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let tag = printable(tag.as_deref().unwrap_or_default());
+                    tracing::warn!(from = %msg.from, tag, "undecodable message: {e}");
+                    vec![
+                        Value::Str("die".into()),
+                        Value::Str(format!("cannot decode message '{tag}': {e}")),
+                    ]
+                }
+            },
+            None => {
+                let tag = printable(tag.as_deref().unwrap_or_default());
+                tracing::warn!(from = %msg.from, tag, "message with an unknown tag");
+                vec![
+                    Value::Str("unhandled_message".into()),
+                    Value::Str(format!("no callback found for message '{tag}'")),
+                ]
+            }
+        };
+        if self.tolerant { Ok(()) } else { Err(reason) }
+    }
+
+    fn is_live(&self) -> bool {
+        (self.connected)()
+    }
+
+    fn local(&self, ty: TypeId) -> Option<&(dyn Any + Send + Sync)> {
+        self.local.get(&ty).map(|b| &**b)
+    }
+}
+
+/// A tag as Perl quotes it in `unhandled_message`: at most 30 characters, unprintable ones as
+/// dots.
+fn printable(tag: &str) -> String {
+    tag.chars()
+        .take(30)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '.' })
+        .collect()
+}

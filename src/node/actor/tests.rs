@@ -1,0 +1,399 @@
+//! The wire form of typed messages in every framing, and exposed actors in one process.
+
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context, Handler};
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+
+use super::wire::{ReplyBody, RequestBody, TellBody};
+use super::*;
+use crate::node::{Message, Node, NodeConfig, RemoteMessage};
+use crate::proto::framing::{DEFAULT_MAX_PACKET, Framing, PacketDecoder, encode_packet};
+use crate::proto::value::Value;
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "say")]
+struct Say {
+    from: String,
+    text: String,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "add", reply = i64)]
+struct Add(i64, i64);
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "ping")]
+struct Ping;
+
+/// A reply of several fields.
+#[derive(Debug, PartialEq, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "stats", reply = (String, Vec<u32>, Option<bool>))]
+struct Stats {}
+
+impl Handler<Stats> for Calc {
+    // actix has no `MessageResponse` for tuples: `MessageResult` wraps one.
+    type Result = actix::MessageResult<Stats>;
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(("up".into(), vec![1, 2], None))
+    }
+}
+
+fn s(x: &str) -> Value {
+    Value::Str(x.into())
+}
+
+/// `msg` encoded as a link encodes it, cut as a link cuts it, as the port receives it.
+fn through(framing: Framing, msg: &impl Serialize) -> Message {
+    let mut buf = BytesMut::new();
+    encode_packet(framing, "port", msg, &mut buf).unwrap();
+    let packet = PacketDecoder::new(framing, DEFAULT_MAX_PACKET)
+        .decode(&mut buf)
+        .unwrap()
+        .unwrap();
+    Message::from_packet("peer".into(), packet)
+}
+
+#[test]
+fn messages_travel_as_tag_then_fields_in_every_framing() {
+    for framing in Framing::ALL {
+        let say = Say {
+            from: "ann".into(),
+            text: "hi".into(),
+        };
+        let msg = through(framing, &tagged(&say));
+        assert_eq!(msg.args().unwrap(), vec![s("say"), s("ann"), s("hi")]);
+        assert_eq!(msg.decode::<TellBody<Say>>().unwrap().0, say);
+
+        let msg = through(framing, &tagged(&Ping));
+        assert_eq!(msg.args().unwrap(), vec![s("ping")]);
+        assert_eq!(msg.decode::<TellBody<Ping>>().unwrap().0, Ping);
+
+        let req = Elements {
+            tag: Some(Add::TAG),
+            body: &Add(2, 3),
+            trailer: Some("n#r"),
+        };
+        let msg = through(framing, &req);
+        let args = msg.args().unwrap();
+        assert_eq!(args, vec![s("add"), Value::Int(2), Value::Int(3), s("n#r")]);
+        let RequestBody(add, reply) = msg.decode::<RequestBody<Add>>().unwrap();
+        assert_eq!((add, reply.as_str()), (Add(2, 3), "n#r"));
+    }
+}
+
+#[test]
+fn what_perl_sends_decodes_leniently() {
+    for framing in Framing::ALL {
+        // Extra arguments after the fields are ignored, as Perl's handlers ignore them; the
+        // reply port is the last element whatever comes before it.
+        let msg = through(
+            framing,
+            &vec![s("add"), Value::Int(2), Value::Int(3), s("extra"), s("n#r")],
+        );
+        let RequestBody(add, reply) = msg.decode::<RequestBody<Add>>().unwrap();
+        assert_eq!((add, reply.as_str()), (Add(2, 3), "n#r"));
+        let msg = through(framing, &vec![s("say"), s("a"), s("b"), Value::Int(9)]);
+        assert!(msg.decode::<TellBody<Say>>().is_ok());
+        // Too few fields, a field of the wrong type, no reply port: errors, not panics.
+        let msg = through(framing, &vec![s("say"), s("a")]);
+        assert!(msg.decode::<TellBody<Say>>().is_err());
+        let msg = through(framing, &vec![s("add"), s("x"), Value::Int(3), s("n#r")]);
+        assert!(msg.decode::<RequestBody<Add>>().is_err());
+        let msg = through(framing, &vec![s("add"), Value::Int(2), Value::Int(3)]);
+        assert!(msg.decode::<RequestBody<Add>>().is_err());
+    }
+}
+
+#[test]
+fn perl_numbers_sent_as_strings_still_decode() {
+    // A Perl scalar last used as a string travels as one; the fields keep their type hints,
+    // so the formats' numeric coercions apply as they do to `Message::decode`.
+    for framing in Framing::ALL {
+        let msg = through(framing, &vec![s("add"), s("2"), s("3"), s("n#r")]);
+        let typed = msg.decode::<RequestBody<Add>>().map(|b| b.0);
+        let plain = msg
+            .decode::<(String, i64, i64, String)>()
+            .map(|t| Add(t.1, t.2));
+        assert_eq!(typed.as_ref().ok(), plain.as_ref().ok(), "{framing:?}");
+        if framing != Framing::Json {
+            // (serde_json takes strings only for strings.)
+            assert_eq!(typed.ok(), Some(Add(2, 3)), "{framing:?}");
+        }
+    }
+}
+
+#[test]
+fn replies_are_the_reply_values_fields() {
+    for framing in Framing::ALL {
+        let reply = (String::from("up"), vec![1u32, 2], Some(true));
+        let body = Elements {
+            tag: None,
+            body: &reply,
+            trailer: None,
+        };
+        let msg = through(framing, &body);
+        assert_eq!(
+            msg.args().unwrap(),
+            vec![
+                s("up"),
+                Value::Array(vec![Value::Int(1), Value::Int(2)]),
+                Value::Bool(true)
+            ]
+            .into_iter()
+            .map(|v| match (framing, v) {
+                // Storable has no booleans: Perl's true is 1.
+                (Framing::Storable, Value::Bool(true)) => Value::Int(1),
+                (_, v) => v,
+            })
+            .collect::<Vec<_>>()
+        );
+        let ReplyBody(back) = msg
+            .decode::<ReplyBody<(String, Vec<u32>, Option<bool>)>>()
+            .unwrap();
+        assert_eq!(back, reply);
+        // A scalar reply is one element; `snd $reply` with nothing is `None`.
+        let msg = through(framing, &vec![Value::Int(5)]);
+        assert_eq!(msg.decode::<ReplyBody<i64>>().unwrap().0, 5);
+        let msg = through(framing, &Vec::<Value>::new());
+        assert_eq!(msg.decode::<ReplyBody<Option<i64>>>().unwrap().0, None);
+        assert_eq!(msg.decode::<ReplyBody<()>>().unwrap().0, ());
+        assert!(msg.decode::<ReplyBody<i64>>().is_err());
+        // A Vec reply takes every element.
+        let msg = through(framing, &vec![s("a"), s("b")]);
+        assert_eq!(
+            msg.decode::<ReplyBody<Vec<String>>>().unwrap().0,
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+    }
+}
+
+#[test]
+fn a_map_cannot_be_a_messages_fields() {
+    let map = std::collections::BTreeMap::from([("a", 1)]);
+    let body = Elements {
+        tag: Some("x"),
+        body: &map,
+        trailer: None,
+    };
+    let mut buf = BytesMut::new();
+    assert!(encode_packet(Framing::Json, "port", &body, &mut buf).is_err());
+}
+
+// ---- exposed actors in one process ----------------------------------------------------------
+
+/// Adds, and keeps what it was told.
+#[derive(Default)]
+struct Calc {
+    said: Vec<String>,
+    /// The actor's port dies with it.
+    _port: Option<Exposed>,
+}
+
+impl Actor for Calc {
+    type Context = Context<Self>;
+}
+
+impl Handler<Add> for Calc {
+    type Result = i64;
+    fn handle(&mut self, Add(a, b): Add, _: &mut Context<Self>) -> i64 {
+        a + b
+    }
+}
+
+impl Handler<Say> for Calc {
+    type Result = ();
+    fn handle(&mut self, say: Say, _: &mut Context<Self>) {
+        self.said.push(say.text);
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "said", reply = Vec<String>)]
+struct Said;
+
+impl Handler<Said> for Calc {
+    type Result = Vec<String>;
+    fn handle(&mut self, _: Said, _: &mut Context<Self>) -> Vec<String> {
+        self.said.clone()
+    }
+}
+
+fn expose_calc(node: &Node, tolerant: bool) -> String {
+    let node = node.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    Calc::create(move |ctx| {
+        let mut expose = node
+            .expose(ctx.address())
+            .request::<Add>()
+            .tell::<Say>()
+            .request::<Said>()
+            .request::<Stats>();
+        if tolerant {
+            expose = expose.tolerant();
+        }
+        let port = expose.start();
+        let _ = tx.send(port.id().to_owned());
+        Calc {
+            _port: Some(port),
+            ..Calc::default()
+        }
+    });
+    rx.recv().unwrap()
+}
+
+async fn node() -> Node {
+    Node::start(NodeConfig::with_secret("s")).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn a_local_handle_reaches_the_actor_without_encoding() {
+    let node = node().await;
+    let port = expose_calc(&node, false);
+    let say = node.port_ref::<Say>(&port);
+    say.do_send(Say {
+        from: "me".into(),
+        text: "one".into(),
+    })
+    .unwrap();
+    say.send(Say {
+        from: "me".into(),
+        text: "two".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        node.port_ref::<Add>(&port)
+            .request(Add(4, 5))
+            .await
+            .unwrap(),
+        9
+    );
+    // The encoded path (a Perl-style local snd) lands in the same handlers, in order.
+    node.snd(&port, &vec![s("say"), s("perl"), s("three")])
+        .unwrap();
+    let said = node.port_ref::<Said>(&port).request(Said).await.unwrap();
+    assert_eq!(said, vec!["one", "two", "three"]);
+    // `cal` with the wire form of a request works on the same port.
+    let sum = node
+        .cal(
+            &port,
+            vec![s("add"), Value::Int(1), Value::Int(2)],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sum, vec![Value::Int(3)]);
+    // A reply of several fields, remote form and local form.
+    let stats = node
+        .cal(&port, vec![s("stats")], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        stats,
+        vec![
+            s("up"),
+            Value::Array(vec![Value::Int(1), Value::Int(2)]),
+            Value::Null
+        ]
+    );
+    let stats = node
+        .port_ref::<Stats>(&port)
+        .request(Stats {})
+        .await
+        .unwrap();
+    assert_eq!(stats, ("up".into(), vec![1, 2], None));
+}
+
+#[actix_rt::test]
+async fn an_unknown_tag_kills_the_port_as_perls_rcv_does() {
+    let node = node().await;
+    let port = expose_calc(&node, false);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.mon(&port, move |reason| drop(tx.send(reason)))
+        .detach();
+    node.snd(&port, &vec![s("dance")]).unwrap();
+    let reason = rx.await.unwrap();
+    assert_eq!(
+        reason,
+        vec![
+            s("unhandled_message"),
+            s("no callback found for message 'dance'")
+        ]
+    );
+    // The port is gone: a request says so.
+    let err = node.port_ref::<Add>(&port).request(Add(1, 1)).await;
+    assert!(matches!(err, Err(RemoteError::PortDied { .. })), "{err:?}");
+}
+
+#[actix_rt::test]
+async fn undecodable_fields_kill_the_port_with_die() {
+    let node = node().await;
+    let port = expose_calc(&node, false);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.mon(&port, move |reason| drop(tx.send(reason)))
+        .detach();
+    node.snd(&port, &vec![s("say"), s("only one field")])
+        .unwrap();
+    let reason = rx.await.unwrap();
+    assert_eq!(reason[0], s("die"));
+    assert!(
+        reason[1]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot decode message 'say'"),
+        "{reason:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_tolerant_port_drops_bad_messages_and_lives_on() {
+    let node = node().await;
+    let port = expose_calc(&node, true);
+    node.snd(&port, &vec![s("dance")]).unwrap();
+    node.snd(&port, &vec![s("say"), s("only one field")])
+        .unwrap();
+    assert_eq!(
+        node.port_ref::<Add>(&port)
+            .request(Add(1, 1))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+#[actix_rt::test]
+async fn a_request_to_a_stopped_actor_reports_the_port_dead() {
+    let node = node().await;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = node.clone();
+    // The port outlives nothing: the actor stops at once, dropping its port.
+    let addr = Calc::create(move |ctx| {
+        let port = n.expose(ctx.address()).request::<Add>().start();
+        let _ = tx.send(port.id().to_owned());
+        Calc {
+            _port: Some(port),
+            ..Calc::default()
+        }
+    });
+    let port = rx.recv().unwrap();
+    struct Stop;
+    impl actix::Message for Stop {
+        type Result = ();
+    }
+    impl Handler<Stop> for Calc {
+        type Result = ();
+        fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+            actix::ActorContext::stop(ctx);
+        }
+    }
+    addr.send(Stop).await.unwrap();
+    drop(addr);
+    let err = node
+        .port_ref::<Add>(&port)
+        .with_timeout(Duration::from_secs(5))
+        .request(Add(1, 1))
+        .await;
+    assert!(matches!(err, Err(RemoteError::PortDied { .. })), "{err:?}");
+}
