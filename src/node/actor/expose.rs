@@ -8,7 +8,7 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
 use super::super::port_stream::{Inbox, PortHandler};
-use super::super::{DbGuard, Message, Node, NodeError, Port, Shared};
+use super::super::{Message, MonitorGuard, Node, NodeError, Port, Shared};
 use super::port_ref::PortRef;
 use super::wire::{Elements, RequestBody, TellBody};
 use super::{Request, Tell};
@@ -162,9 +162,9 @@ impl<A: Actor> Expose<A> {
 /// actor gets a new port (port ids are never reused) and its names move to it.
 #[must_use = "dropping an Exposed kills its port"]
 pub struct Exposed {
-    // Names go before the port dies: a name never points at a dead port of ours for longer
-    // than its deletion takes to reach the network.
-    names: Vec<DbGuard>,
+    // Each name is held by a monitor on the port: it goes when the port dies, however it
+    // dies, and (dropped first) before the port when this handle is dropped.
+    names: Vec<MonitorGuard>,
     port: Port,
     node: Node,
 }
@@ -176,11 +176,11 @@ impl Exposed {
     }
 
     /// Registers the port in the network's database as `family`/`key` (the value is the port
-    /// id), for as long as this handle lives: [`Node::lookup`] handles follow it, also when a
-    /// restarted actor registers its new port under the same name.
+    /// id) for as long as the port lives and this handle is held: [`Node::lookup`] handles
+    /// follow it, also when a restarted actor registers its new port under the same name.
     pub fn register(&mut self, family: &str, key: &str) -> Result<(), NodeError> {
         let guard = self.node.db_set(family, key, self.port.id())?;
-        self.names.push(guard);
+        self.names.push(self.node.mon_guard(self.port.id(), guard));
         Ok(())
     }
 

@@ -220,6 +220,31 @@ impl Handler<Said> for Calc {
     }
 }
 
+/// A message that cannot be encoded (implemented by hand, as the derive would): only a path
+/// that encodes nothing can deliver it.
+#[derive(Debug, Deserialize)]
+struct Opaque;
+
+impl Serialize for Opaque {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("Opaque is not encodable"))
+    }
+}
+impl actix::Message for Opaque {
+    type Result = ();
+}
+impl RemoteMessage for Opaque {
+    const TAG: &'static str = "opaque";
+}
+impl Tell for Opaque {}
+
+impl Handler<Opaque> for Calc {
+    type Result = ();
+    fn handle(&mut self, _: Opaque, _: &mut Context<Self>) {
+        self.said.push("opaque".into());
+    }
+}
+
 fn expose_calc(node: &Node, tolerant: bool) -> String {
     let node = node.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -229,7 +254,8 @@ fn expose_calc(node: &Node, tolerant: bool) -> String {
             .request::<Add>()
             .tell::<Say>()
             .request::<Said>()
-            .request::<Stats>();
+            .request::<Stats>()
+            .tell::<Opaque>();
         if tolerant {
             expose = expose.tolerant();
         }
@@ -304,6 +330,28 @@ async fn a_local_handle_reaches_the_actor_without_encoding() {
         .await
         .unwrap();
     assert_eq!(stats, ("up".into(), vec![1, 2], None));
+}
+
+#[actix_rt::test]
+async fn the_local_path_encodes_nothing_and_the_remote_path_does() {
+    let server = node().await;
+    let port = expose_calc(&server, false);
+    // On the actor's own node the value goes straight into its mailbox.
+    server.port_ref::<Opaque>(&port).do_send(Opaque).unwrap();
+    let said = server.port_ref::<Said>(&port).request(Said).await.unwrap();
+    assert_eq!(said, ["opaque"]);
+    // From another node it must be encoded, which this type refuses.
+    let client = Node::start(NodeConfig {
+        seeds: vec![server.listeners()[0].to_string()],
+        ..NodeConfig::with_secret("s")
+    })
+    .await
+    .unwrap();
+    let err = client
+        .port_ref::<Opaque>(&port)
+        .do_send(Opaque)
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Send(_)), "{err}");
 }
 
 #[actix_rt::test]
