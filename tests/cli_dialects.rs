@@ -219,6 +219,8 @@ fn node_request(request: &[Value]) -> Option<Vec<Value>> {
 fn cli(seed: &PerlListener, secret: &str, args: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
     let out = Command::new(AEMP)
+        // Never the profile file of the machine running the tests.
+        .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
         .args(["--secret", secret, "--seed", &seed.addr, "--timeout", "10"])
         .args(args)
         .env("RUST_LOG", "aemp=info")
@@ -329,6 +331,8 @@ fn a_seed_that_starts_late_is_waited_for() {
     let cap = Capture::load("p1b-probe");
     let secret = String::from_utf8(cap.secret).unwrap();
     let cli = Command::new(AEMP)
+        // Never the profile file of the machine running the tests.
+        .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
         .args(["--secret", &secret, "--seed", &addr, "--timeout", "10"])
         .args(["cal", "ref-v1.30-server", "time"])
         .env("RUST_LOG", "aemp=info")

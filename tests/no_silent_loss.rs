@@ -55,6 +55,8 @@ impl Receiver {
     /// Starts `aemp run` with the sink on `bind`; its printed deliveries go to `got`.
     fn start(bind: &str, got: &Arc<Deliveries>) -> Receiver {
         let mut child = Command::new(AEMP)
+            // Never the profile file of the machine running the tests.
+            .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
             .args(["--secret", SECRET, "--dialect", "p2", "--nodeid", RECEIVER])
             .args(["run", "--bind", bind, "--sink", "sink"])
             .env("RUST_LOG", "off")

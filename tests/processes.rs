@@ -21,6 +21,8 @@ struct RunNode {
 impl RunNode {
     fn start(extra: &[&str]) -> RunNode {
         let mut child = Command::new(AEMP)
+            // Never the profile file of the machine running the tests.
+            .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
             .args(["--secret", "proc-secret"])
             .args(extra)
             .args(["run", "--bind", "127.0.0.1:0"])
@@ -73,6 +75,8 @@ impl Drop for RunNode {
 
 fn cli(args: &[&str]) -> Output {
     Command::new(AEMP)
+        // Never the profile file of the machine running the tests.
+        .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
         .args(args)
         .env("RUST_LOG", "off")
         .output()
@@ -152,6 +156,8 @@ fn cli_errors_are_one_line_and_a_failing_exit() {
     for (args, cause) in cases {
         // Without RUST_LOG, as a user runs it: the error is the only thing on stderr.
         let out = Command::new(AEMP)
+            // Never the profile file of the machine running the tests.
+            .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
             .args(args)
             .args(["--timeout", "2"])
             .env_remove("RUST_LOG")
@@ -168,6 +174,8 @@ fn cli_errors_are_one_line_and_a_failing_exit() {
 fn cli_mon_reports_a_peer_killed_with_sigkill() {
     let mut run = RunNode::start(&[]);
     let mon = Command::new(AEMP)
+        // Never the profile file of the machine running the tests.
+        .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
         .args([
             "--secret",
             "proc-secret",
@@ -252,6 +260,8 @@ fn cleartext_is_listed_only_with_allow_cleartext() {
 fn completion_scripts_cover_the_commands() {
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(AEMP)
+            // Never the profile file of the machine running the tests.
+            .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
             .args(["completions", shell])
             .output()
             .unwrap();
@@ -262,6 +272,8 @@ fn completion_scripts_cover_the_commands() {
         }
     }
     let bad = Command::new(AEMP)
+        // Never the profile file of the machine running the tests.
+        .env("PERL_ANYEVENT_MP_RC", "/nonexistent/aemp-test-profile")
         .args(["completions", "cmd.exe"])
         .output()
         .unwrap();

@@ -1,9 +1,12 @@
 //! Node configuration.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::peer::InitFn;
+use super::profile::Service;
 use crate::net::tls::TlsSettings;
 use crate::proto::auth::Redacted;
 use crate::proto::dialect::Dialect;
@@ -133,6 +136,19 @@ pub struct NodeConfig {
     pub tls: Option<Arc<TlsSettings>>,
     /// Refuse peers that do not offer TLS (at their greeting line 1).
     pub require_tls: bool,
+    /// Perl's `services`: run at the end of [`Node::start`](super::Node::start), in order,
+    /// each by calling the init function registered under its name (from `init_functions`
+    /// or, for a few built into this crate, always there) with the node, a fresh port id
+    /// `<node id>#<name>` it may create a port under, and the service's arguments. A service
+    /// with no such function is logged as a warning and skipped (a Rust node cannot load Perl
+    /// code); one whose function fails is logged as a warning too. `AnyEvent::MP::Global::`
+    /// is built in (every node runs the global service) and needs nothing. Usually filled
+    /// from a profile ([`NodeConfig::from_profile`]).
+    pub services: Vec<Service>,
+    /// Init functions registered on the node before anything else happens, by name
+    /// ([`NodeConfig::with_init`]): they run the `services`, and other nodes may spawn them,
+    /// as those registered with [`Node::register_init`](super::Node::register_init).
+    pub init_functions: BTreeMap<String, InitFn>,
 }
 
 impl Default for NodeConfig {
@@ -158,6 +174,8 @@ impl Default for NodeConfig {
             workers: 0,
             tls: None,
             require_tls: false,
+            services: Vec::new(),
+            init_functions: BTreeMap::new(),
         }
     }
 }
@@ -186,6 +204,8 @@ impl fmt::Debug for NodeConfig {
             workers,
             tls,
             require_tls,
+            services,
+            init_functions,
         } = self;
         f.debug_struct("NodeConfig")
             .field("node_id", node_id)
@@ -208,6 +228,8 @@ impl fmt::Debug for NodeConfig {
             .field("workers", workers)
             .field("tls", tls)
             .field("require_tls", require_tls)
+            .field("services", services)
+            .field("init_functions", &init_functions.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -219,6 +241,40 @@ impl NodeConfig {
             secret: secret.into(),
             ..NodeConfig::default()
         }
+    }
+
+    /// This configuration with init function `f` registered under `name` (see
+    /// `init_functions`): a profile's service of that name runs it when the node starts.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use aemp::node::{Node, NodeConfig, Service};
+    ///
+    /// #[actix::main]
+    /// async fn main() {
+    ///     let config = NodeConfig {
+    ///         // Usually from a profile: `aemp addservice My::hello`.
+    ///         services: vec![Service::Call { name: "My::hello".into(), args: vec![] }],
+    ///         ..NodeConfig::with_secret("s3cret")
+    ///     }
+    ///     .with_init("My::hello", |node, port_id, _args| {
+    ///         node.rcv().on("hi", |_, _| Ok(())).start_named(&port_id).map(drop).map_err(|e| e.to_string())
+    ///     });
+    ///     let node = Node::start(config).await.unwrap();
+    ///     node.shutdown().await;
+    /// }
+    /// ```
+    pub fn with_init(
+        mut self,
+        name: impl Into<String>,
+        f: impl Fn(&super::Node, String, Vec<crate::proto::value::Value>) -> Result<(), String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.init_functions.insert(name.into(), Arc::new(f));
+        self
     }
 }
 

@@ -20,6 +20,7 @@ mod mon_forms;
 mod peer;
 pub(crate) mod port_stream;
 mod ports;
+pub mod profile;
 mod rcv;
 pub(crate) mod registry;
 mod seeds;
@@ -51,6 +52,7 @@ pub use peer::{ConnectionStats, InitFn};
 pub use port_stream::PortStream;
 use port_stream::{Inbox, StreamQueue};
 pub use ports::{MonitorGuard, Port};
+pub use profile::{ProfileError, ProfileFile, ResolvedProfile, Service};
 pub use rcv::{PortContext, Rcv};
 
 /// What `#[derive(RemoteMessage)]` expands to refers to; not an API.
@@ -542,6 +544,8 @@ impl Node {
             .chain((1..workers).map(|_| actix::Arbiter::new().handle()))
             .collect();
         let shared = Shared::start(config, workers);
+        // Before the first listener: a peer may spawn these as soon as it can reach us.
+        peer::register_config_inits(&shared);
         for (listener, local) in listeners {
             shared.listen(listener, local);
         }
@@ -562,6 +566,8 @@ impl Node {
             registry.do_send(registry::StartSeeding { addrs: resolved });
         });
         tracing::info!(node = %shared.id, listeners = ?read(&shared.runtime.listeners), "node started");
+        // Last, as in Perl's configure: services find the node listening and seeding.
+        peer::run_services(&shared);
         Ok(Node { shared })
     }
 

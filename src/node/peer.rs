@@ -99,6 +99,44 @@ pub(crate) fn started(shared: &Arc<Shared>) {
     shared.global().start(shared.id.to_string(), listeners);
 }
 
+/// Registers the configuration's `init_functions`.
+pub(crate) fn register_config_inits(shared: &Arc<Shared>) {
+    let mut inits = write(&shared.spawner.inits);
+    for (name, f) in &shared.config.init_functions {
+        inits.insert(name.clone(), f.clone());
+    }
+}
+
+/// Perl's services that this crate has built in: nothing to run for them.
+const BUILT_IN_SERVICES: &[&str] = &["AnyEvent::MP::Global::", "AnyEvent::MP::Global"];
+
+/// Runs the configuration's `services` (see [`NodeConfig::services`](super::NodeConfig)):
+/// each one's init function with a fresh port id; missing or failing ones are logged.
+pub(crate) fn run_services(shared: &Arc<Shared>) {
+    for service in &shared.config.services {
+        let name = service.name();
+        let f = read(&shared.spawner.inits).get(name).cloned();
+        let Some(f) = f else {
+            if BUILT_IN_SERVICES.contains(&name) {
+                tracing::debug!(node = %shared.id, service = name, "service built in");
+            } else {
+                tracing::warn!(node = %shared.id, service = name, "service not started: no init function registered under this name");
+            }
+            continue;
+        };
+        let node = Node {
+            shared: shared.clone(),
+        };
+        let port_id = format!("{}#{}", shared.id, shared.spawner.new_name());
+        let args = service.args().to_vec();
+        match catch_unwind(AssertUnwindSafe(|| f(&node, port_id, args))) {
+            Ok(Ok(())) => tracing::info!(node = %shared.id, service = name, "service started"),
+            Ok(Err(e)) => tracing::warn!(node = %shared.id, service = name, "service failed: {e}"),
+            Err(_) => tracing::warn!(node = %shared.id, service = name, "service panicked"),
+        }
+    }
+}
+
 /// A `_spawn` request from `from` (or from ourselves): create our port `name` by running the
 /// init function `init` with `args`. The name was checked (not empty, no `#`) when parsed.
 pub(crate) fn spawn_request(

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 pub const AEMP: &str = env!("CARGO_BIN_EXE_aemp");
 
+/// A `PERL_ANYEVENT_MP_RC` that names no file: `aemp` processes of tests read no profile.
+pub const NO_RC: &str = "/nonexistent/aemp-test-profile";
+
 /// A running `aemp` process.
 pub struct Proc {
     pub name: String,
@@ -74,7 +77,9 @@ impl Proc {
             cmd.arg(AEMP);
         }
         cmd.args(["--secret", "fault-secret", "--dialect", "p2"])
-            .env("RUST_LOG", "off");
+            .env("RUST_LOG", "off")
+            // Never the profile file of the machine running the tests.
+            .env("PERL_ANYEVENT_MP_RC", NO_RC);
         cmd
     }
 

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 
 mod bench;
+mod config;
 mod network;
 mod oneshot;
 mod serve;
@@ -22,7 +23,12 @@ use oneshot::{call, connect_seed, print_kill_reason, send_with_receipt, wait};
 use serve::serve;
 
 #[derive(Parser)]
-#[command(name = "aemp", version, about = "AEMP (AnyEvent::MP) nodes in Rust")]
+#[command(
+    name = "aemp",
+    version,
+    about = "AEMP (AnyEvent::MP) nodes in Rust",
+    after_help = config::HELP
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -32,29 +38,39 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// The shared secret.
-    #[arg(long, env = "AEMP_SECRET", global = true, default_value = "")]
-    secret: String,
+    /// The profile of the profile file to take settings from (default: `aemp`; for `run`,
+    /// this host's name). Flags given on the command line override it.
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Do not read the profile file ($PERL_ANYEVENT_MP_RC, else ~/.perl-anyevent-mp).
+    #[arg(long, global = true)]
+    norc: bool,
+    /// The shared secret [profile: secret].
+    #[arg(long, env = "AEMP_SECRET", global = true)]
+    secret: Option<String>,
     /// Nodes to dial, in Perl's syntax: HOST:PORT, [V6]:PORT, PORT (this host's name), *:PORT
     /// (this host's interface addresses); a comma-separated list, or repeated. A name dials
-    /// every address it resolves to.
+    /// every address it resolves to [profile: seeds].
     #[arg(long, global = true)]
-    seed: Vec<String>,
-    /// This node's id (`anon/` gets a random suffix).
-    #[arg(long, global = true, default_value = "anon/")]
-    nodeid: String,
+    seed: Option<Vec<String>>,
+    /// This node's id (`anon/` gets a random suffix) [profile: nodeid; else anon/].
+    #[arg(long, global = true)]
+    nodeid: Option<String>,
     /// The dialect to speak: auto (answer each dialler in its dialect; dial in p2, and again
     /// in the listener's dialect if it speaks another), or always p0, p1a, p1b or p2.
     #[arg(long, global = true, default_value = "auto")]
     dialect: String,
-    /// Seconds to wait for the seed and for answers.
-    #[arg(long, global = true, default_value_t = 5.0)]
-    timeout: f64,
+    /// Seconds to wait for the seed and for answers [default 5; for run, the profile's
+    /// monitor_timeout bounds handshakes and connects if this is not given].
+    #[arg(long, global = true)]
+    timeout: Option<f64>,
     /// Seconds a peer may stay unheard before its link fails (TCP keepalive probes and
-    /// TCP_USER_TIMEOUT; whole seconds, at least 2); 0 keeps the OS defaults.
-    #[arg(long, global = true, default_value_t = 30.0)]
-    liveness: f64,
-    /// PEM with this node's private key and certificate (+ CA certificates): offer TLS.
+    /// TCP_USER_TIMEOUT; whole seconds, at least 2); 0 keeps the OS defaults [profile:
+    /// monitor_timeout; default 30].
+    #[arg(long, global = true)]
+    liveness: Option<f64>,
+    /// PEM with this node's private key and certificate (+ CA certificates): offer TLS
+    /// [profile: cert].
     #[arg(long, env = "AEMP_CERT", global = true)]
     cert: Option<std::path::PathBuf>,
     /// Refuse peers that do not offer TLS.
@@ -72,9 +88,9 @@ enum Command {
     Run {
         /// Addresses to listen on, in Perl's syntax: HOST:PORT, [V6]:PORT, PORT (this host's
         /// name), *:PORT (every interface address but loopback); port * or 0 is ephemeral; a
-        /// comma-separated list, or repeated.
-        #[arg(long, default_value = "127.0.0.1:4040")]
-        bind: Vec<String>,
+        /// comma-separated list, or repeated [profile: binds; default 127.0.0.1:4040].
+        #[arg(long)]
+        bind: Option<Vec<String>>,
         /// Also a port with this name that prints every message it receives as
         /// `RCV NAME <json>`, each line written at once (what was printed survives a kill);
         /// repeatable.
@@ -136,6 +152,8 @@ enum Command {
         window: usize,
     },
     /// Write a self-signed certificate + key PEM for `--cert` (Perl nodes can use it too).
+    /// Without flags, `aemp gencert` is Perl's configuration command: it puts a new one into
+    /// the profile file.
     Gencert {
         /// Write it to this file (mode 0600) instead of standard output.
         #[arg(long)]
@@ -200,6 +218,25 @@ impl Mode {
 }
 
 fn main() -> ExitCode {
+    let words: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // Perl's chained configuration commands are read by hand; everything else by clap.
+    if words.first().is_some_and(|w| !w.starts_with('-')) {
+        match config::json_args(&words) {
+            Ok(args) if config::wanted(&args) => {
+                return match config::run(args) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("aemp: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            _ => {}
+        }
+    }
     let cli = Cli::parse();
     if let Command::Completions { shell } = &cli.command {
         use clap::CommandFactory as _;
@@ -287,19 +324,21 @@ fn parse_arg(text: &str) -> Value {
 /// Starts this node, then runs the command: `run` serves until interrupted; the others dial
 /// the seed first.
 async fn run(cli: Cli) -> Result<(), String> {
-    let c = cli.common;
-    let timeout = Duration::from_secs_f64(c.timeout.max(0.1));
-    let binds = match &cli.command {
-        Command::Run { bind, .. } => bind.clone(),
-        _ => Vec::new(),
-    };
-    let mut config = node_config(&c, binds, timeout)?;
-    let seeds = aemp::net::addr::resolve_all(&c.seed)
+    let c = &cli.common;
+    let (mut config, profile_timeouts) = node_config(c, &cli.command)?;
+    let seeds = aemp::net::addr::resolve_all(&config.seeds)
         .await
-        .map_err(|e| format!("--seed {e}"))?;
+        .map_err(|e| format!("seed {e}"))?;
     // Seeds are kept (dialled again until they answer); on P2 links the first one up
     // becomes our master, which finds any other node of its network for us.
     config.seeds = seeds.iter().map(ToString::to_string).collect();
+    // One-shot commands wait this long; `run` uses it as before unless the profile set
+    // monitor_timeout and --timeout was not given.
+    let timeout = Duration::from_secs_f64(c.timeout.unwrap_or(5.0).max(0.1));
+    if !profile_timeouts {
+        config.handshake_timeout = timeout;
+        config.connect_timeout = timeout;
+    }
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
     if let Command::Run {
         sink, stdin, reg, ..
@@ -333,28 +372,69 @@ async fn run(cli: Cli) -> Result<(), String> {
     done
 }
 
-/// The node configuration the common options describe, listening on `binds`.
-fn node_config(c: &Common, binds: Vec<String>, timeout: Duration) -> Result<NodeConfig, String> {
-    Ok(NodeConfig {
-        node_id: c.nodeid.clone(),
-        secret: c.secret.clone().into_bytes(),
-        allow_cleartext: c.allow_cleartext,
-        binds,
-        seeds: Vec::new(),
-        dialect: dialect_mode(&c.dialect)?,
-        handshake_timeout: timeout,
-        connect_timeout: timeout,
-        liveness_timeout: (c.liveness > 0.0)
-            .then(|| Duration::try_from_secs_f64(c.liveness))
+/// The node configuration: the profile file's (profile `--profile`, else this host's name for
+/// `run` and `aemp` for the others), then the flags that were given. Also whether the
+/// profile's `monitor_timeout` is to bound handshakes and connects.
+fn node_config(c: &Common, command: &Command) -> Result<(NodeConfig, bool), String> {
+    use aemp::node::ProfileFile;
+    use serde_json::{Map, Value as Json};
+    let serving = matches!(command, Command::Run { .. });
+    let name = match &c.profile {
+        Some(name) => name.clone(),
+        None if serving => aemp::node::profile::host_name(),
+        None => "aemp".into(),
+    };
+    let file = if c.norc {
+        ProfileFile::default()
+    } else {
+        ProfileFile::load_default().map_err(|e| e.to_string())?
+    };
+    // What this program would pass to Perl's configure: the file beats it, the flags do not.
+    let mut args = Map::new();
+    args.insert("nodeid".into(), "anon/".into());
+    let binds = if serving {
+        vec![Json::from("127.0.0.1:4040")]
+    } else {
+        Vec::new()
+    };
+    args.insert("binds".into(), Json::Array(binds));
+    let resolved = file
+        .resolve(&name, &args, false)
+        .map_err(|e| e.to_string())?;
+    let mut config = resolved.to_node_config().map_err(|e| e.to_string())?;
+    let profile_timeouts = serving
+        && c.timeout.is_none()
+        && resolved.origin("monitor_timeout") != Some("the built-in defaults");
+    match command {
+        Command::Run {
+            bind: Some(bind), ..
+        } => config.binds = bind.clone(),
+        Command::Run { .. } => {}
+        // A client needs no listener (and must not take the port of a node on this host).
+        _ => config.binds = Vec::new(),
+    }
+    if let Some(id) = &c.nodeid {
+        config.node_id = id.clone();
+    }
+    if let Some(secret) = &c.secret {
+        config.secret = secret.clone().into_bytes();
+    }
+    if let Some(seeds) = &c.seed {
+        config.seeds = seeds.clone();
+    }
+    if let Some(liveness) = c.liveness {
+        config.liveness_timeout = (liveness > 0.0)
+            .then(|| Duration::try_from_secs_f64(liveness))
             .transpose()
-            .map_err(|e| format!("--liveness {}: {e}", c.liveness))?,
-        tls: match &c.cert {
-            Some(path) => Some(std::sync::Arc::new(
-                aemp::net::tls::TlsSettings::from_pem_file(path).map_err(|e| e.to_string())?,
-            )),
-            None => None,
-        },
-        require_tls: c.require_tls,
-        ..NodeConfig::default()
-    })
+            .map_err(|e| format!("--liveness {liveness}: {e}"))?;
+    }
+    if let Some(path) = &c.cert {
+        config.tls = Some(std::sync::Arc::new(
+            aemp::net::tls::TlsSettings::from_pem_file(path).map_err(|e| e.to_string())?,
+        ));
+    }
+    config.dialect = dialect_mode(&c.dialect)?;
+    config.allow_cleartext = c.allow_cleartext;
+    config.require_tls = c.require_tls;
+    Ok((config, profile_timeouts))
 }
