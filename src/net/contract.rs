@@ -207,8 +207,12 @@ pub(crate) struct Down {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum LinkEnd {
-    /// The peer closed the connection.
+    /// The peer closed the connection in the middle of a packet (or during the handshake).
     Eof,
+    /// The peer closed the connection between packets: it left (a graceful shutdown, or a
+    /// one-shot command that is done). AEMP has no goodbye message, so a peer process that
+    /// died and whose kernel closed the socket between packets looks the same.
+    PeerLeft,
     /// A P0 peer fell silent for longer than it promised.
     TimedOut,
     /// The node closed the link (its queue was closed).
@@ -225,6 +229,7 @@ impl fmt::Display for LinkEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LinkEnd::Eof => f.write_str("Unexpected end-of-file"),
+            LinkEnd::PeerLeft => f.write_str("peer left"),
             LinkEnd::TimedOut => f.write_str("Connection timed out"),
             LinkEnd::Closed => f.write_str("link closed"),
             LinkEnd::WriteFailed(e) => e.fmt(f),
@@ -247,6 +252,12 @@ pub(crate) struct LinkTx {
     pub dialect: Dialect,
     /// Our TLS role when the link runs inside TLS.
     pub tls: Option<TlsRole>,
+    /// We dialled it (else: accepted).
+    pub dialled: bool,
+    /// The peer's address as dialled or accepted.
+    pub addr: Arc<str>,
+    /// When it came up.
+    pub since: std::time::SystemTime,
 }
 
 /// Takes the packets a link receives, in order, on the transport's reader task.

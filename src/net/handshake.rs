@@ -171,6 +171,8 @@ impl Handshaking<'_> {
     ) -> Result<(), TransportError> {
         self.seen.node = Some(peer.node_id().to_owned());
         self.seen.rust = peer.is_rust;
+        // From here on every line the link logs names its peer (the link's span).
+        tracing::Span::current().record("peer", peer.node_id());
         // Same version, other dialect (P1a/P1b/P2): not a link we can serve.
         if let Some(ours) = hs.dialect()
             && peer.dialect != Some(ours)
@@ -267,6 +269,9 @@ impl Handshaking<'_> {
             framing: established.send_framing,
             dialect: established.dialect,
             tls: tls_role.filter(|_| established.tls),
+            dialled: self.dial.is_some(),
+            addr: self.addr.into(),
+            since: std::time::SystemTime::now(),
         };
         let up = Up {
             conn: self.conn,

@@ -12,7 +12,7 @@ pub mod tls;
 pub(crate) mod transport;
 
 pub use contract::LinkEnd;
-pub use transport::TransportError;
+pub use transport::{FailureCause, TransportError};
 
 #[cfg(test)]
 mod tests;

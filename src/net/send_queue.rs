@@ -5,6 +5,7 @@
 //! allocation per packet): under load many packets leave in one write, and when the link is
 //! idle the first packet wakes the writer at once (no Nagle-style delay).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
@@ -25,6 +26,43 @@ pub(crate) struct SendQueue {
     room: Notify,
     /// Wakes the transport when the node gives up on the link.
     abort: Notify,
+    /// What the link moved, for `Node::stats`.
+    pub counters: LinkCounters,
+}
+
+/// What one link moved in its data phase: relaxed atomics, each written by one side (senders
+/// and the writer task, or the reader task), read only by `Node::stats`. No lock per packet.
+#[derive(Debug, Default)]
+pub(crate) struct LinkCounters {
+    /// Packets queued (counted as they enter the queue).
+    pub packets_sent: AtomicU64,
+    /// Bytes written to the socket (keepalive packets included).
+    pub bytes_sent: AtomicU64,
+    /// The reader's counters.
+    pub received: Received,
+}
+
+/// The reader task's counters, on a cache line of their own: it runs on another thread than
+/// most senders.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct Received {
+    /// Packets handed to the node.
+    pub packets: AtomicU64,
+    /// Bytes read from the socket.
+    pub bytes: AtomicU64,
+}
+
+impl LinkCounters {
+    /// Adds `n` to `counter` (relaxed: these are statistics, not synchronisation).
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The value of `counter`.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
 }
 
 /// Awaitable senders wait while this much is queued (or the bound, if smaller): enough for
@@ -65,6 +103,7 @@ impl SendQueue {
             wake_writer: Notify::new(),
             room: Notify::new(),
             abort: Notify::new(),
+            counters: LinkCounters::default(),
         }
     }
 
@@ -157,6 +196,7 @@ impl SendQueue {
             return Err(e);
         }
         drop(st);
+        LinkCounters::add(&self.counters.packets_sent, 1);
         if before == 0 {
             // A stored permit if the writer is busy writing: it looks again when done.
             self.wake_writer.notify_one();
@@ -215,6 +255,11 @@ impl SendQueue {
         self.abort.notify_waiters();
     }
 
+    /// Whether [`abort`](Self::abort) was called.
+    pub fn is_aborted(&self) -> bool {
+        self.state().aborted
+    }
+
     /// Resolves once [`abort`](Self::abort) is called.
     pub async fn aborted(&self) {
         loop {
@@ -229,7 +274,6 @@ impl SendQueue {
     }
 
     /// Bytes waiting.
-    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.state().buf.len()
     }

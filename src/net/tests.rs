@@ -204,7 +204,8 @@ async fn two_transports_link_and_move_packets_with_no_node() {
         }
     }
 
-    // Closing a link's queue ends it: that side reports `Closed`, the other `Eof`.
+    // Closing a link's queue ends it: that side reports `Closed`, the other `PeerLeft` (the
+    // close came between packets).
     link.queue.close();
     match next(&mut a_seen).await {
         Seen::Down(d) => {
@@ -216,7 +217,7 @@ async fn two_transports_link_and_move_packets_with_no_node() {
     }
     match next(&mut b_seen).await {
         Seen::Down(d) => {
-            assert!(d.was_up && matches!(d.end, LinkEnd::Eof), "{d:?}");
+            assert!(d.was_up && matches!(d.end, LinkEnd::PeerLeft), "{d:?}");
         }
         other => panic!("expected down, got {other:?}"),
     }

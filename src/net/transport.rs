@@ -14,14 +14,15 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 use super::contract::{Down, LinkEnd, PacketSink, TransportHooks};
 use super::handshake::{HandshakeDone, Handshaking, LinkStream, Seen};
 use super::log_throttle::Verdict;
-use super::send_queue::SendQueue;
+use super::send_queue::{LinkCounters, SendQueue};
 use super::tls::TlsError;
 use crate::proto::dialect::{Dialect, P0_TIMEOUT_SECS};
-use crate::proto::framing::{self, FramingError, PacketDecoder};
+use crate::proto::framing::{self, Framing, FramingError, PacketDecoder};
 use crate::proto::greeting::perl_number;
 use crate::proto::handshake::{Established, HandshakeError};
 
@@ -105,6 +106,115 @@ pub enum TransportError {
     },
 }
 
+/// Why a connection failed before its link came up, in a few stable groups (the label of the
+/// handshake-failure counters in `Node::stats` and `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The TCP connect or the handshake did not finish in time.
+    Timeout,
+    /// Authentication failed: wrong secret, no common or an unacceptable auth method.
+    Auth,
+    /// The peer's greeting or handshake lines were wrong: unparsable, another protocol
+    /// version or dialect, no common framing, garbage.
+    Protocol,
+    /// TLS failed or was refused.
+    Tls,
+    /// Refused: the TCP connect, the peer at line 1 (or it closed during the handshake), or
+    /// this node (another connection to that node, too many handshakes under way, itself).
+    Refused,
+    /// The socket failed.
+    Io,
+}
+
+impl FailureCause {
+    /// Every cause, in label order.
+    pub const ALL: [FailureCause; 6] = [
+        FailureCause::Timeout,
+        FailureCause::Auth,
+        FailureCause::Protocol,
+        FailureCause::Tls,
+        FailureCause::Refused,
+        FailureCause::Io,
+    ];
+
+    /// Its label: `timeout`, `auth`, `protocol`, `tls`, `refused` or `io`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureCause::Timeout => "timeout",
+            FailureCause::Auth => "auth",
+            FailureCause::Protocol => "protocol",
+            FailureCause::Tls => "tls",
+            FailureCause::Refused => "refused",
+            FailureCause::Io => "io",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl TransportError {
+    /// The group this failure counts in.
+    pub fn cause(&self) -> FailureCause {
+        use HandshakeError as H;
+        match self {
+            TransportError::HandshakeTimeout { .. } | TransportError::ConnectTimeout { .. } => {
+                FailureCause::Timeout
+            }
+            TransportError::Tls { .. } => FailureCause::Tls,
+            TransportError::Connect { source, .. }
+                if source.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                FailureCause::Refused
+            }
+            TransportError::Connect { .. } | TransportError::Io { .. } => FailureCause::Io,
+            TransportError::Framing { .. } => FailureCause::Protocol,
+            TransportError::Evicted { .. } | TransportError::Superseded { .. } => {
+                FailureCause::Refused
+            }
+            TransportError::Handshake { source, .. } => match source {
+                H::NoCommonAuth { .. }
+                | H::NoSecret { .. }
+                | H::MalformedAuthLine { .. }
+                | H::UnknownAuthMethod { .. }
+                | H::CleartextRefused { .. }
+                | H::AuthNotAccepted { .. }
+                | H::TlsOnlyMethod { .. }
+                | H::AuthFailed { .. } => FailureCause::Auth,
+                H::TalkingToItself { .. } | H::Refused { .. } | H::UnexpectedEof { .. } => {
+                    FailureCause::Refused
+                }
+                H::UnparsableGreeting { .. }
+                | H::UnsupportedProtocol { .. }
+                | H::VersionMismatch { .. }
+                | H::Echo { .. }
+                | H::LineTooLong { .. }
+                | H::NoCommonFraming { .. }
+                | H::FramingNotOffered { .. }
+                | H::Nonce(_)
+                | H::Misuse(_) => FailureCause::Protocol,
+            },
+        }
+    }
+}
+
+/// The span every line a link logs is in: its connection id, direction and address, and
+/// (recorded once known) the peer's node id and the link's dialect.
+fn link_span(conn: u64, addr: &str, dialled: bool) -> tracing::Span {
+    tracing::info_span!(
+        "link",
+        conn,
+        dir = if dialled { "dialled" } else { "accepted" },
+        %addr,
+        peer = tracing::field::Empty,
+        dialect = tracing::field::Empty,
+    )
+}
+
 /// How a dial greets, and what the node does when the listener speaks another dialect.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DialAs {
@@ -133,10 +243,12 @@ pub(crate) fn dial(
     conn: u64,
     how: DialAs,
 ) {
+    let span = link_span(conn, &addr, true);
     worker.spawn(async move {
         let after = hooks.config.handshake_timeout;
-        let error = match tokio::time::timeout(after, TcpStream::connect(&addr)).await {
-            Ok(Ok(stream)) => return Transport::run(hooks, stream, addr, Some(how), conn),
+        let connect = TcpStream::connect(&addr).instrument(span.clone());
+        let error = match tokio::time::timeout(after, connect).await {
+            Ok(Ok(stream)) => return Transport::run(hooks, stream, addr, Some(how), conn, span),
             Ok(Err(source)) => TransportError::Connect {
                 addr: addr.clone(),
                 source,
@@ -146,7 +258,7 @@ pub(crate) fn dial(
                 after,
             },
         };
-        tracing::info!(node = %hooks.config.node_id, %addr, "{error}");
+        span.in_scope(|| tracing::info!(node = %hooks.config.node_id, "{error}"));
         failed_before_start(&hooks, conn, addr, error);
     });
 }
@@ -172,11 +284,12 @@ pub(crate) fn accept(
     addr: String,
     conn: u64,
 ) {
+    let span = link_span(conn, &addr, false);
     worker.spawn(async move {
         match TcpStream::from_std(stream) {
-            Ok(stream) => Transport::run(hooks, stream, addr, None, conn),
+            Ok(stream) => Transport::run(hooks, stream, addr, None, conn, span),
             Err(source) => {
-                tracing::warn!(%addr, "cannot adopt accepted socket: {source}");
+                span.in_scope(|| tracing::warn!("cannot adopt accepted socket: {source}"));
                 let error = TransportError::Io {
                     addr: addr.clone(),
                     source,
@@ -205,6 +318,10 @@ pub(crate) struct Transport {
     reader: Option<tokio::task::JoinHandle<()>>,
     /// The link's send queue, closed when the transport stops.
     queue: Option<Arc<SendQueue>>,
+    /// The link's span (see [`link_span`]), entered wherever the transport logs.
+    span: tracing::Span,
+    /// We closed the link and wait for the peer to close its side.
+    closing: bool,
 }
 
 /// The writer task ended (queue closed or a write failed).
@@ -218,7 +335,10 @@ struct WriterDone(Option<io::Error>);
 struct ReaderDone(Result<ReadEnd, TransportError>);
 
 enum ReadEnd {
+    /// End of file in the middle of a packet.
     Eof,
+    /// End of file between packets: the peer left.
+    Left,
     TimedOut,
 }
 
@@ -234,14 +354,17 @@ impl Transport {
         addr: String,
         dial: Option<DialAs>,
         conn: u64,
+        span: tracing::Span,
     ) {
+        let _entered = span.enter();
         // Nagle off: we coalesce writes ourselves. Keepalive on, with the node's liveness
         // bound: P1/P2 have no read timeout and rely on it to notice a dead peer.
         let _ = stream.set_nodelay(true);
         let liveness = hooks.config.liveness_timeout;
         if let Err(e) = super::liveness::apply(socket2::SockRef::from(&stream), liveness) {
-            tracing::warn!(node = %hooks.config.node_id, %addr, "cannot set the liveness bound {liveness:?}: {e}");
+            tracing::warn!(node = %hooks.config.node_id, "cannot set the liveness bound {liveness:?}: {e}");
         }
+        drop(_entered);
         Transport::create(move |_| Transport {
             hooks,
             conn,
@@ -256,6 +379,8 @@ impl Transport {
             writer: None,
             reader: None,
             queue: None,
+            span,
+            closing: false,
         });
     }
 
@@ -269,6 +394,7 @@ impl Transport {
         self.queue = Some(queue.clone());
         self.up = true;
         self.dialect = established.dialect;
+        self.span.record("dialect", self.dialect.name());
         match stream {
             // Plain links keep tokio's lock-free halves; TLS state is shared by both directions.
             LinkStream::Plain(tcp) => {
@@ -323,10 +449,14 @@ impl Transport {
         );
         let addr = ctx.address();
         let stall = self.hooks.config.write_timeout;
-        self.writer = Some(actix::spawn(async move {
-            let result = writer(write, queue, keepalive, stall).await;
-            addr.do_send(WriterDone(result.err()));
-        }));
+        let counted = queue.clone();
+        self.writer = Some(actix::spawn(
+            async move {
+                let result = writer(write, queue, keepalive, stall).await;
+                addr.do_send(WriterDone(result.err()));
+            }
+            .instrument(self.span.clone()),
+        ));
         // A P0 peer promises traffic within its advertised `timeout`: a read silent for
         // longer drops the link.
         let read_timeout = established
@@ -342,20 +472,23 @@ impl Transport {
         let leftover = std::mem::take(&mut established.leftover);
         let addr = ctx.address();
         let peer_addr = self.addr.clone();
-        self.reader = Some(actix::spawn(async move {
-            let end = reader(read, leftover, decoder, sink, read_timeout).await;
-            let end = end.map_err(|source| match source {
-                ReadError::Framing(source) => TransportError::Framing {
-                    addr: peer_addr,
-                    source,
-                },
-                ReadError::Io(source) => TransportError::Io {
-                    addr: peer_addr,
-                    source,
-                },
-            });
-            addr.do_send(ReaderDone(end));
-        }));
+        self.reader = Some(actix::spawn(
+            async move {
+                let end = reader(read, leftover, decoder, sink, read_timeout, &counted).await;
+                let end = end.map_err(|source| match source {
+                    ReadError::Framing(source) => TransportError::Framing {
+                        addr: peer_addr,
+                        source,
+                    },
+                    ReadError::Io(source) => TransportError::Io {
+                        addr: peer_addr,
+                        source,
+                    },
+                });
+                addr.do_send(ReaderDone(end));
+            }
+            .instrument(self.span.clone()),
+        ));
     }
 }
 
@@ -401,14 +534,16 @@ impl Actor for Transport {
                 }),
             };
             (res, seen)
-        };
+        }
+        .instrument(self.span.clone());
         ctx.wait(fut.into_actor(self).map(|(res, seen), act, ctx| match res {
             Ok(done) => {
                 act.peer = Some(done.established.peer_node_id().into());
                 act.enter_data_phase(done, ctx);
             }
             Err(e) => {
-                log_failed_handshake(&act.hooks, &e, &seen, act.dial);
+                act.span
+                    .in_scope(|| log_failed_handshake(&act.hooks, &e, &seen, act.dial));
                 act.end = LinkEnd::Failed(Arc::new(e));
                 act.claimed = seen;
                 ctx.stop();
@@ -445,11 +580,19 @@ impl Actor for Transport {
 impl Handler<ReaderDone> for Transport {
     type Result = ();
     fn handle(&mut self, msg: ReaderDone, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        if self.closing {
+            // We closed first and waited for the peer to close too: how it did is no news.
+            ctx.stop();
+            return;
+        }
         match msg.0 {
             Ok(ReadEnd::Eof) => {}
+            Ok(ReadEnd::Left) => self.end = LinkEnd::PeerLeft,
             Ok(ReadEnd::TimedOut) => self.end = LinkEnd::TimedOut,
             Err(e) => {
-                tracing::warn!(node = %self.hooks.config.node_id, peer = ?self.peer, "{e}");
+                tracing::warn!(node = %self.hooks.config.node_id, "{e}");
                 self.end = LinkEnd::Failed(Arc::new(e));
             }
         }
@@ -461,14 +604,29 @@ impl Handler<WriterDone> for Transport {
     type Result = ();
     fn handle(&mut self, msg: WriterDone, ctx: &mut Context<Self>) {
         if let Some(e) = msg.0 {
-            tracing::info!(node = %self.hooks.config.node_id, peer = ?self.peer, "write failed: {e}");
+            let _entered = self.span.enter();
+            tracing::info!(node = %self.hooks.config.node_id, "write failed: {e}");
             self.end = LinkEnd::WriteFailed(Arc::new(e));
+        } else if self.queue.as_ref().is_some_and(|q| q.is_aborted()) {
+            self.end = LinkEnd::Aborted;
         } else if self.up {
             self.end = LinkEnd::Closed;
+            if self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
+                // The writer sent everything and closed our direction: the peer sees us leave
+                // between packets. Its reply, its own close, ends the transport; until then
+                // the socket stays open, since closing it with unread bytes would reset it
+                // (the peer would see a fault, and could lose what we sent).
+                self.closing = true;
+                ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
+                return;
+            }
         }
         ctx.stop();
     }
 }
+
+/// How long a link we closed waits for the peer to close its side.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Drains the link's queue into the socket: everything queued since the last write goes out
 /// in one write, and the first packet after a quiet spell goes at once.
@@ -486,15 +644,21 @@ async fn writer<W: AsyncWrite + Unpin>(
                 Ok(more) => more,
                 Err(_) => {
                     write_progressing(&mut w, packet, stall).await?;
+                    LinkCounters::add(&queue.counters.bytes_sent, packet.len() as u64);
                     continue;
                 }
             },
             None => queue.take(&mut batch).await,
         };
         if !more {
-            return Ok(());
+            // Queue closed and drained: close our direction (TLS: close_notify first).
+            return match tokio::time::timeout(stall, w.shutdown()).await {
+                Ok(done) => done,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "close timed out")),
+            };
         }
         write_progressing(&mut w, &batch, stall).await?;
+        LinkCounters::add(&queue.counters.bytes_sent, batch.len() as u64);
         SendQueue::recycle(&mut batch);
     }
 }
@@ -600,15 +764,20 @@ async fn reader<R: AsyncRead + Unpin>(
     mut decoder: PacketDecoder,
     mut sink: Box<dyn PacketSink>,
     read_timeout: Option<Duration>,
+    queue: &SendQueue,
 ) -> Result<ReadEnd, ReadError> {
     /// Bytes a read may bring: under load a few hundred packets per syscall.
     const READ: usize = 64 * 1024;
     /// After this many packets the reader lets the ports it fed run before reading on.
     const BATCH: usize = 256;
+    let counters = &queue.counters.received;
+    let text = decoder.framing() == Framing::Json;
+    LinkCounters::add(&counters.bytes, leftover.len() as u64);
     let mut buf = BytesMut::from(&leftover[..]);
     loop {
         let mut delivered = 0;
         let cut = deliver_all(&mut decoder, &mut buf, sink.as_mut(), &mut delivered);
+        LinkCounters::add(&counters.packets, delivered as u64);
         // The packets before a bad one are handed over before the link ends.
         sink.flush();
         cut.map_err(ReadError::Framing)?;
@@ -632,11 +801,17 @@ async fn reader<R: AsyncRead + Unpin>(
             },
             None => r.read_buf(&mut buf).await,
         };
+        // AEMP has no orderly close: a peer that leaves just closes (TLS peers, Perl too,
+        // without close_notify). Between packets that is leaving; inside one, a fault.
+        // (JSON packets may be followed by whitespace, which the next packet would skip.)
+        let eof = || match buf.is_empty() || (text && buf.iter().all(u8::is_ascii_whitespace)) {
+            true => ReadEnd::Left,
+            false => ReadEnd::Eof,
+        };
         match read {
-            Ok(0) => return Ok(ReadEnd::Eof),
-            Ok(_) => {}
-            // AEMP has no orderly close: TLS peers (Perl too) just close, without close_notify.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(ReadEnd::Eof),
+            Ok(0) => return Ok(eof()),
+            Ok(n) => LinkCounters::add(&counters.bytes, n as u64),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(eof()),
             Err(e) => return Err(ReadError::Io(e)),
         }
     }

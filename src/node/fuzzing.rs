@@ -111,6 +111,9 @@ impl Node {
             framing,
             dialect,
             tls: None,
+            dialled: false,
+            addr: "fuzz".into(),
+            since: std::time::SystemTime::now(),
         };
         let up = Up {
             conn,

@@ -21,6 +21,10 @@ use crate::proto::value::Value;
 /// that sent it and everything else it sent are served as usual.
 pub const MAX_NODE_PORT_HOPS: usize = 64;
 
+/// The Perl expression whose `eval` the node port answers (with the ids of the up nodes),
+/// as Perl 2.x's `aemp trace` asks for them: `eval_on NODE, UP_NODES_EVAL, reply…`.
+pub const UP_NODES_EVAL: &str = "AnyEvent::MP::Kernel::up_nodes";
+
 // The wire's tags live with the request parser; ports.rs and links.rs reach them through here.
 
 /// A request to our node port from ourselves (`snd` to `<own id>` or `<own id>#`).
@@ -147,6 +151,16 @@ fn serve(
                 to,
                 vec![Value::Str(if yes { "1" } else { "" }.into())],
             ))
+        }
+        // The one eval Perl 2.x's `aemp trace` sends: answered as Perl would (`$@` empty,
+        // then the results), since it runs no code of the sender's.
+        NodeRequest::Eval {
+            code: Some(code),
+            reply: Some(to),
+        } if code.trim() == UP_NODES_EVAL => {
+            let mut answer = vec![Value::Str(String::new())];
+            answer.extend(shared.links.up_nodes().into_iter().map(Value::Str));
+            out.push(reply(to, answer))
         }
         NodeRequest::Eval { reply: to, .. } => {
             tracing::warn!(node = %shared.id, peer = %from, "refused remote code execution (eval)");

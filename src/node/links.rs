@@ -71,7 +71,7 @@ pub(crate) enum LinkSlot {
 /// The link table: node id → its up link, or the messages waiting for it to come up.
 #[derive(Default)]
 pub(crate) struct Links {
-    table: RwLock<FastMap<LinkSlot>>,
+    pub(super) table: RwLock<FastMap<LinkSlot>>,
     /// Woken whenever a link comes up or a node's slot goes away.
     changed: Notify,
 }

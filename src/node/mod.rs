@@ -16,6 +16,7 @@ mod inbound;
 mod kernel;
 mod links;
 mod message;
+pub mod metrics;
 mod mon_forms;
 mod peer;
 pub(crate) mod port_stream;
@@ -24,6 +25,7 @@ pub mod profile;
 mod rcv;
 pub(crate) mod registry;
 mod seeds;
+mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,7 +45,7 @@ pub use aemp_derive::RemoteMessage;
 pub use config::{DialectMode, NodeConfig};
 pub use database::{DbChange, DbGuard, DbMonitor, valid_family};
 pub use groups::{GroupChange, GroupGuard, GroupMonitor};
-pub use kernel::MAX_NODE_PORT_HOPS;
+pub use kernel::{MAX_NODE_PORT_HOPS, UP_NODES_EVAL};
 pub use links::transport_error;
 use links::{Links, Outgoing};
 pub use message::{Message, split_port_id};
@@ -54,6 +56,7 @@ use port_stream::{Inbox, StreamQueue};
 pub use ports::{MonitorGuard, Port};
 pub use profile::{ProfileError, ProfileFile, ResolvedProfile, Service};
 pub use rcv::{PortContext, Rcv};
+pub use stats::{Direction, LinkStats, NodeStats};
 
 /// What `#[derive(RemoteMessage)]` expands to refers to; not an API.
 #[doc(hidden)]
@@ -175,6 +178,13 @@ pub enum DownReason {
     /// The transport ended.
     #[error("{0}")]
     Transport(LinkEnd),
+    /// The peer closed the link between two packets: it left (shut down gracefully, or a
+    /// one-shot command finished), as far as the socket can tell (see [`LinkEnd::PeerLeft`]).
+    /// Reported as `("transport_error", node, "peer left")`, the shape Perl reports; Perl peers
+    /// themselves cannot tell a leaving node from a failed one and report
+    /// `"Unexpected end-of-file"`.
+    #[error("peer left")]
+    PeerLeft,
     /// `snd` found the link's send queue full (the peer reads too slowly).
     #[error("send queue full")]
     SendQueueFull,
@@ -299,6 +309,8 @@ pub(crate) struct Runtime {
     open: AtomicUsize,
     /// Accepted connections closed at once for `max_connections`, logged a few at a time.
     refused: Arc<LogThrottle>,
+    /// Handshake failures and reconnects, for [`Node::stats`].
+    pub tally: stats::Tally,
     /// The addresses we listen on.
     pub listeners: RwLock<Vec<SocketAddr>>,
     /// Set by [`Node::shutdown`]; listeners stop accepting.
@@ -343,6 +355,7 @@ impl Runtime {
         ConnectionStats {
             dialled: self.dialled.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
+            open: self.open.load(Ordering::Relaxed) as u64,
         }
     }
 
@@ -446,6 +459,7 @@ impl Shared {
                     log_throttle::DETAILED_PER_INTERVAL,
                     log_throttle::INTERVAL,
                 ),
+                tally: stats::Tally::default(),
                 listeners: RwLock::default(),
                 stopped: tokio::sync::watch::channel(false).0,
                 transports,

@@ -28,13 +28,16 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 /// At most this many such deaths are remembered (oldest forgotten first).
 const TOMBSTONES: usize = 1024;
 
-/// How many transports a node has dialled and accepted since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How many transports a node has dialled and accepted since it started, and how many are
+/// open now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ConnectionStats {
     /// TCP connections this node opened.
     pub dialled: u64,
     /// TCP connections this node accepted.
     pub accepted: u64,
+    /// Connections open now (in their handshake or up).
+    pub open: u64,
 }
 
 /// Spawning: the init functions other nodes may spawn here, the names we choose for ports we

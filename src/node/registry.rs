@@ -22,9 +22,9 @@ use rand::RngExt as _;
 use super::inbound::Inbound;
 use super::seeds::Seeds;
 use super::{DialectMode, DownReason, LinkError, Shared, global};
-use crate::net::LinkEnd;
 use crate::net::contract::{Down, Line1, PacketSink, Refusal, Up};
 use crate::net::transport::{self, DialAs};
+use crate::net::{FailureCause, LinkEnd};
 use crate::proto::dialect::Dialect;
 
 /// The first pause before asking the network again for a node it did not know; it doubles up to
@@ -537,6 +537,7 @@ impl Handler<Up> for NodeRegistry {
         self.connecting.remove(&msg.node);
         self.lookups.remove(&msg.node);
         tracing::info!(node = %self.shared.id, peer = %msg.node, %dialect, rust, "node up");
+        self.shared.runtime.tally.link_up(&msg.node);
         self.shared.link_up(&msg.node, msg.link);
         let seed = self.seeds.is_seed_node(&msg.node);
         global::node_up(
@@ -586,6 +587,13 @@ impl Handler<Down> for NodeRegistry {
                     .get(n)
                     .is_some_and(|hs| hs.iter().any(|(c, _)| *c != msg.conn))
         });
+        if let (false, LinkEnd::Failed(error)) = (msg.was_up, &msg.end) {
+            let cause = match msg.duplicate {
+                true => FailureCause::Refused,
+                false => error.cause(),
+            };
+            self.shared.runtime.tally.failed(cause);
+        }
         if let (None, false, false, LinkEnd::Failed(error)) =
             (&redial, msg.duplicate || other, msg.was_up, &msg.end)
         {
@@ -605,8 +613,11 @@ impl Handler<Down> for NodeRegistry {
         if self.up.get(&node).is_some_and(|l| l.conn == msg.conn) {
             self.up.remove(&node);
             tracing::info!(node = %self.shared.id, peer = %node, reason = %msg.end, "node down");
-            self.shared
-                .link_failed(&node, msg.conn, DownReason::Transport(msg.end));
+            let why = match msg.end {
+                LinkEnd::PeerLeft => DownReason::PeerLeft,
+                end => DownReason::Transport(end),
+            };
+            self.shared.link_failed(&node, msg.conn, why);
             global::node_down(&self.shared, &node);
             if self.seeds.is_seed_node(&node) {
                 self.seed_again(ctx);

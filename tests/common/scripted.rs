@@ -188,6 +188,11 @@ impl Peer {
         self.w.write_all(&out).await.unwrap();
     }
 
+    /// Writes raw bytes (part of a packet, say).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).await.unwrap();
+    }
+
     /// Sends packets in order.
     pub async fn send_all(&mut self, packets: Vec<J>) {
         for p in packets {

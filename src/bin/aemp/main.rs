@@ -13,9 +13,11 @@ use tokio::sync::mpsc;
 
 mod bench;
 mod config;
+mod metrics;
 mod network;
 mod oneshot;
 mod serve;
+mod trace;
 
 use bench::bench;
 use network::{db, print_nodes};
@@ -108,6 +110,10 @@ enum Command {
         /// at once. (A node whose own address is among its seeds is global: its own master.)
         #[arg(long, value_name = "FAMILY")]
         reg: Vec<String>,
+        /// Serve `GET /metrics` (Prometheus text format: link and connection counters) on
+        /// HOST:PORT; prints `METRICS <addr>` once listening.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
     },
     /// Send a message to a port; succeeds once the target node relayed a receipt back.
     Snd {
@@ -131,6 +137,14 @@ enum Command {
     /// Print the nodes of the seed's network as one JSON object: node id → its listener
     /// addresses and whether it answered now (`{"addrs": [...], "up": true}`).
     Nodes,
+    /// Print the links of NODE, one `NODE -> PEER` line each, as Perl's `aemp trace` does.
+    Trace {
+        /// The node id.
+        node: String,
+        /// Also print the links of the nodes listed, this many levels on.
+        #[arg(long, default_value_t = 0)]
+        depth: usize,
+    },
     /// Read the network's database (P2 networks), as the master (the seed) holds it.
     Db {
         #[command(subcommand)]
@@ -341,10 +355,22 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
     if let Command::Run {
-        sink, stdin, reg, ..
+        sink,
+        stdin,
+        reg,
+        metrics,
+        ..
     } = &cli.command
     {
-        return serve(&node, sink, *stdin, reg, seeds.is_empty()).await;
+        return serve(
+            &node,
+            sink,
+            *stdin,
+            reg,
+            seeds.is_empty(),
+            metrics.as_deref(),
+        )
+        .await;
     }
     let seed_node = match connect_seed(&node, &seeds, timeout).await {
         Ok(seed) => seed,
@@ -359,6 +385,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Cal { port, args } => call(&node, &port, &args, timeout).await,
         Command::Mon { port } => print_kill_reason(&node, &port).await,
         Command::Nodes => print_nodes(&node, timeout).await,
+        Command::Trace {
+            node: target,
+            depth,
+        } => trace::trace(&node, &target, depth, timeout).await,
         Command::Db { op } => db(&node, op, timeout).await,
         Command::Bench {
             mode,

@@ -11,6 +11,7 @@ pub(super) async fn serve(
     stdin: bool,
     reg: &[String],
     seedless: bool,
+    metrics: Option<&str>,
 ) -> Result<(), String> {
     // The sinks are made before this task first yields, so before the listeners can have
     // accepted anything: no early message finds them missing.
@@ -21,6 +22,10 @@ pub(super) async fn serve(
     println!("NODE {} LISTEN {}", node.id(), listen.join(","));
     let echo = start_echo_port(node);
     println!("ECHO {echo}");
+    if let Some(addr) = metrics {
+        let bound = super::metrics::serve_metrics(node, addr).await?;
+        println!("METRICS {bound}");
+    }
     let mut families: Vec<&String> = reg.iter().collect();
     families.sort();
     families.dedup();
