@@ -178,6 +178,7 @@ impl Exposed {
     /// Registers the port in the network's database as `family`/`key` (the value is the port
     /// id) for as long as the port lives and this handle is held: [`Node::lookup`] handles
     /// follow it, also when a restarted actor registers its new port under the same name.
+    /// (The entry reaches the network through this node's master, see [`Node::db_set`].)
     pub fn register(&mut self, family: &str, key: &str) -> Result<(), NodeError> {
         let guard = self.node.db_set(family, key, self.port.id())?;
         self.names.push(self.node.mon_guard(self.port.id(), guard));

@@ -163,6 +163,8 @@ impl Node {
     /// when the port registered under it changes (a restarted actor), later messages go to the
     /// new port. Messages sent while the name has no port wait for one up to the handle's
     /// timeout ([`PortRef::send`], [`PortRef::request`]) or fail ([`PortRef::do_send`]).
+    /// Names live in the network's database, which needs a master: a seed (a node alone can be
+    /// its own seed).
     ///
     /// Must be called within the actix system that runs the node.
     pub fn lookup<M>(&self, family: &str, key: &str) -> Result<PortRef<M>, NodeError> {

@@ -445,3 +445,51 @@ async fn a_request_to_a_stopped_actor_reports_the_port_dead() {
         .await;
     assert!(matches!(err, Err(RemoteError::PortDied { .. })), "{err:?}");
 }
+
+#[actix_rt::test]
+async fn a_name_resolves_on_a_node_of_its_own_and_goes_with_its_port() {
+    // Names live in the network's database: a node alone is its own seed, so its own master.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let me = format!("127.0.0.1:{port}");
+    let node = Node::start(NodeConfig {
+        binds: vec![me.clone()],
+        seeds: vec![me],
+        ..NodeConfig::with_secret("s")
+    })
+    .await
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = node.clone();
+    Calc::create(move |ctx| {
+        let mut port = n.expose(ctx.address()).request::<Add>().start();
+        port.register("calc", "main").unwrap();
+        let _ = tx.send(port.id().to_owned());
+        Calc {
+            _port: Some(port),
+            ..Calc::default()
+        }
+    });
+    let id = rx.recv().unwrap();
+    let add = node
+        .lookup::<Add>("calc", "main")
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+    assert_eq!(add.request(Add(3, 4)).await.unwrap(), 7);
+    assert_eq!(add.port_id().as_deref(), Some(id.as_str()));
+    // The port killed: the name goes with it, and a request finds nothing registered.
+    node.kil(&id, vec![s("stop")]).unwrap();
+    let add = add.with_timeout(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while add.port_id().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the name stayed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = add.request(Add(1, 1)).await.unwrap_err();
+    assert!(
+        matches!(&err, RemoteError::NotRegistered { family, key } if family == "calc" && key == "main"),
+        "{err}"
+    );
+}
