@@ -60,6 +60,19 @@ use super::config::{NodeConfig, random_name};
 use crate::net::tls::{TlsError, TlsSettings};
 use crate::proto::value::Value;
 
+/// The transport keys of a profile (notes §1.15) that `aemp set…`/`del…` edit as they are.
+pub const TRANSPORT_KEYS: &[&str] = &[
+    "monitor_timeout",
+    "connect_interval",
+    "framing_format",
+    "auth_offer",
+    "auth_accept",
+    "autocork",
+    "nodelay",
+    "secure",
+    "eval",
+];
+
 /// The environment variable that names the profile file.
 pub const RC_ENV: &str = "PERL_ANYEVENT_MP_RC";
 
@@ -579,15 +592,8 @@ impl ResolvedProfile {
             config.connect_interval = i;
         }
         let defaults = perl_defaults();
-        for key in [
-            "framing_format",
-            "auth_offer",
-            "auth_accept",
-            "autocork",
-            "nodelay",
-            "secure",
-            "eval",
-        ] {
+        // The transport keys after the two above change nothing here.
+        for &key in &TRANSPORT_KEYS[2..] {
             if let Some(v) = self.values.get(key)
                 && defaults.get(key) != Some(v)
             {

@@ -7,17 +7,7 @@ use aemp::node::profile::{self, ProfileFile, host_name, to_pretty_json};
 use serde_json::{Map, Value as Json};
 
 /// The transport keys with `set`/`del` commands and nothing more to them.
-const PLAIN_KEYS: &[&str] = &[
-    "monitor_timeout",
-    "connect_interval",
-    "framing_format",
-    "auth_offer",
-    "auth_accept",
-    "autocork",
-    "nodelay",
-    "secure",
-    "eval",
-];
+const PLAIN_KEYS: &[&str] = profile::TRANSPORT_KEYS;
 
 /// The command words (without the `X` aliases of `setX`).
 const COMMANDS: &[&str] = &[

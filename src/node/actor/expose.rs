@@ -11,7 +11,7 @@ use super::super::port_stream::{Inbox, PortHandler};
 use super::super::{Message, MonitorGuard, Node, NodeError, Port, Shared};
 use super::port_ref::PortRef;
 use super::wire::{Elements, RequestBody, TellBody};
-use super::{Request, Tell};
+use super::{RemoteMessage, Request, Tell};
 use crate::proto::value::Value;
 
 /// Decodes one message of a tag and hands it to the actor.
@@ -45,9 +45,7 @@ impl<A: Actor> Expose<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let recipient: Recipient<M> = self.addr.clone().recipient();
-        self.local
-            .insert(TypeId::of::<M>(), Box::new(recipient.clone()));
+        let recipient = self.recipient::<M>();
         self.tags.insert(
             M::TAG,
             Box::new(move |msg, _| {
@@ -67,9 +65,7 @@ impl<A: Actor> Expose<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let recipient: Recipient<M> = self.addr.clone().recipient();
-        self.local
-            .insert(TypeId::of::<M>(), Box::new(recipient.clone()));
+        let recipient = self.recipient::<M>();
         self.tags.insert(
             M::TAG,
             Box::new(move |msg, shared| {
@@ -104,6 +100,19 @@ impl<A: Actor> Expose<A> {
             }),
         );
         self
+    }
+
+    /// The actor as a recipient of `M`, also kept for the local path.
+    fn recipient<M>(&mut self) -> Recipient<M>
+    where
+        M: RemoteMessage,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let recipient: Recipient<M> = self.addr.clone().recipient();
+        self.local
+            .insert(TypeId::of::<M>(), Box::new(recipient.clone()));
+        recipient
     }
 
     /// Logs and drops a message with an unknown tag or fields that do not decode, instead of

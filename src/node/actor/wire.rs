@@ -68,57 +68,68 @@ struct CountFields;
 /// Counts the fields of a compound without looking into them.
 struct Count(usize);
 
-impl ser::SerializeSeq for Count {
-    type Ok = usize;
-    type Error = NotFields;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, _: &T) -> Result<(), NotFields> {
+/// The compound traits of a serializer whose compounds pass each element or field to one
+/// method: `$ty` implements them with `$element(self, value)` and `$end(self)`.
+macro_rules! compounds {
+    (impl$([$($g:tt)*])? for $ty:ty, Ok = $ok:ty, Error = $err:ty, $element:ident, $end:ident) => {
+        impl$(<$($g)*>)? ser::SerializeSeq for $ty {
+            type Ok = $ok;
+            type Error = $err;
+            fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), $err> {
+                self.$element(v)
+            }
+            fn end(self) -> Result<$ok, $err> {
+                self.$end()
+            }
+        }
+        impl$(<$($g)*>)? ser::SerializeTuple for $ty {
+            type Ok = $ok;
+            type Error = $err;
+            fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), $err> {
+                self.$element(v)
+            }
+            fn end(self) -> Result<$ok, $err> {
+                self.$end()
+            }
+        }
+        impl$(<$($g)*>)? ser::SerializeTupleStruct for $ty {
+            type Ok = $ok;
+            type Error = $err;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), $err> {
+                self.$element(v)
+            }
+            fn end(self) -> Result<$ok, $err> {
+                self.$end()
+            }
+        }
+        impl$(<$($g)*>)? ser::SerializeStruct for $ty {
+            type Ok = $ok;
+            type Error = $err;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                v: &T,
+            ) -> Result<(), $err> {
+                self.$element(v)
+            }
+            fn end(self) -> Result<$ok, $err> {
+                self.$end()
+            }
+        }
+    };
+}
+
+impl Count {
+    fn count<T: Serialize + ?Sized>(&mut self, _: &T) -> Result<(), NotFields> {
         self.0 += 1;
         Ok(())
     }
-    fn end(self) -> Result<usize, NotFields> {
+    fn total(self) -> Result<usize, NotFields> {
         Ok(self.0)
     }
 }
-impl ser::SerializeTuple for Count {
-    type Ok = usize;
-    type Error = NotFields;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, _: &T) -> Result<(), NotFields> {
-        self.0 += 1;
-        Ok(())
-    }
-    fn end(self) -> Result<usize, NotFields> {
-        Ok(self.0)
-    }
-}
-impl ser::SerializeTupleStruct for Count {
-    type Ok = usize;
-    type Error = NotFields;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &T) -> Result<(), NotFields> {
-        self.0 += 1;
-        Ok(())
-    }
-    fn end(self) -> Result<usize, NotFields> {
-        Ok(self.0)
-    }
-}
-impl ser::SerializeStruct for Count {
-    type Ok = usize;
-    type Error = NotFields;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), NotFields> {
-        self.0 += 1;
-        Ok(())
-    }
-    fn skip_field(&mut self, _: &'static str) -> Result<(), NotFields> {
-        Ok(())
-    }
-    fn end(self) -> Result<usize, NotFields> {
-        Ok(self.0)
-    }
-}
+
+compounds!(impl for Count, Ok = usize, Error = NotFields, count, total);
 
 macro_rules! one_element {
     ($($m:ident($t:ty)),* $(,)?) => {
@@ -360,50 +371,16 @@ impl Serialize for Bytes<'_> {
     }
 }
 
-impl<S: SerializeSeq> ser::SerializeSeq for Flatten<'_, S> {
-    type Ok = ();
-    type Error = S::Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), S::Error> {
+impl<S: SerializeSeq> Flatten<'_, S> {
+    fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), S::Error> {
         self.0.serialize_element(v)
     }
-    fn end(self) -> Result<(), S::Error> {
+    fn done(self) -> Result<(), S::Error> {
         Ok(())
     }
 }
-impl<S: SerializeSeq> ser::SerializeTuple for Flatten<'_, S> {
-    type Ok = ();
-    type Error = S::Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), S::Error> {
-        self.0.serialize_element(v)
-    }
-    fn end(self) -> Result<(), S::Error> {
-        Ok(())
-    }
-}
-impl<S: SerializeSeq> ser::SerializeTupleStruct for Flatten<'_, S> {
-    type Ok = ();
-    type Error = S::Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), S::Error> {
-        self.0.serialize_element(v)
-    }
-    fn end(self) -> Result<(), S::Error> {
-        Ok(())
-    }
-}
-impl<S: SerializeSeq> ser::SerializeStruct for Flatten<'_, S> {
-    type Ok = ();
-    type Error = S::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), S::Error> {
-        self.0.serialize_element(v)
-    }
-    fn end(self) -> Result<(), S::Error> {
-        Ok(())
-    }
-}
+
+compounds!(impl[S: SerializeSeq] for Flatten<'_, S>, Ok = (), Error = S::Error, element, done);
 
 // ---- decoding -----------------------------------------------------------------------------
 
