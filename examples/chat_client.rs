@@ -1,29 +1,61 @@
-//! A chat client that finds its server by name, speaking the protocol of Perl AnyEvent::MP's
-//! `eg/chat_client2`: it joins `chat_server` or Perl's `eg/chat_server2` alike.
+//! A chat client on typed remote actors, speaking the protocol of Perl AnyEvent::MP's original
+//! `eg/chat_client` / `eg/chat_server`: it joins `chat_server` or Perl's `eg/chat_server` alike.
 //!
 //! `cargo run --example chat_client -- NICK [SEED] [SECRET]`: each line typed is said in the
 //! room; what the room says is printed.
 //!
-//! The client joins the network through its seed (the server's address will do), waits for a
-//! member of the port group `eg_chat_server2`, and spawns `::client_connect(client_port, nick)`
-//! on that member's node; the spawned port takes our lines, and our port gets the room's. When
-//! that port dies, the client connects again.
+//! # Wire protocol
+//!
+//! The client joins the network through its seed (the server's address will do) and looks for
+//! a member of the port group [`GROUP`] (`eg_chat_server`) every second until there is one: the
+//! server's port. Then it
+//!
+//! 1. makes a port of its own, which gets the room's lines as one-element messages `[text]`;
+//! 2. sends the server `["join", client_port, nick]` ([`Join`]);
+//! 3. links its port to the server's (Perl's `mon $server, $client`,
+//!    [`Node::mon_link`]): when the server's port dies with a reason, so does the client's;
+//! 4. sends each line typed as `["privmsg", nick, text]` ([`Privmsg`]).
+//!
+//! When its port dies, the client prints `disconnected reason words` and, a second later, looks
+//! for a server again.
 
 use std::time::Duration;
 
+use aemp::node::{Node, NodeConfig, PortRef, RemoteMessage};
+use aemp::proto::value::Value;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use aemp::node::{Node, NodeConfig, split_port_id};
-use aemp::proto::value::Value;
+/// The group chat servers register their port in.
+pub const GROUP: &str = "eg_chat_server";
 
-/// The group chat servers register in.
-pub const GROUP: &str = "eg_chat_server2";
+/// `["join", client_port, nick]`.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "join")]
+pub struct Join {
+    /// Our port, which gets the room's lines.
+    pub client: String,
+    /// Our name in the room.
+    pub nick: String,
+}
 
-/// A value as Perl prints it: a string as it is.
-fn word(value: &Value) -> String {
-    value
-        .as_str()
-        .map_or_else(|| value.to_string(), |s| s.into_owned())
+/// `["privmsg", nick, text]`.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "privmsg")]
+pub struct Privmsg {
+    /// Our name in the room.
+    pub nick: String,
+    /// A line typed.
+    pub text: String,
+}
+
+/// Values as Perl's `"@_"` shows them: strings as they are, separated by spaces.
+fn words(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), |s| s.into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Writes one line of output.
@@ -40,42 +72,54 @@ pub async fn chat(
     input: impl AsyncBufRead + Unpin,
     mut output: impl AsyncWrite + Unpin,
 ) -> std::io::Result<()> {
-    let mut servers = node.grp_mon(GROUP);
+    // A node that is not a global node knows a database family (a P2 group) only while it
+    // monitors it: keep a monitor of the group for `grp_get` to see the server.
+    let mut group = node.grp_mon(GROUP);
     let mut lines = input.lines();
     loop {
-        // Wait for a server to be known (Perl's client asks grp_get every second).
-        let server_node = loop {
-            if let Some(first) = servers.members().first() {
-                break split_port_id(first).0.to_owned();
+        // Look for a server every second.
+        let server = loop {
+            if let Some(first) = node.grp_get(GROUP).into_iter().next() {
+                break first;
             }
-            if servers.next_change().await.is_none() {
-                return Ok(());
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                Some(_) = group.next_change() => {}
             }
         };
         say(&mut output, "connecting...").await?;
         let (client, mut inbox) = node.port_stream();
-        let args = vec![client.id().into(), nick.into()];
-        let server = node.spawn(&server_node, "::client_connect", args);
+        let join: PortRef<Join> = node.port_ref(&server);
+        let privmsg: PortRef<Privmsg> = join.cast();
+        // A do_send fails only for a message that does not encode or a name without a port.
+        join.do_send(Join {
+            client: client.id().to_owned(),
+            nick: nick.to_owned(),
+        })
+        .expect("a join encodes");
+        let _link = node.mon_link(&server, client.id());
         let (tx, mut gone) = tokio::sync::oneshot::channel();
-        let _watch = node.mon(&server, move |reason| drop(tx.send(reason)));
+        let _watch = node.mon(client.id(), move |reason| drop(tx.send(reason)));
         loop {
             tokio::select! {
                 line = lines.next_line() => match line? {
-                    Some(text) => drop(node.snd(&server, &(text,))),
+                    Some(text) => {
+                        let msg = Privmsg { nick: nick.to_owned(), text };
+                        privmsg.do_send(msg).expect("a privmsg encodes");
+                    }
                     None => return Ok(()),
                 },
                 Some(msg) = inbox.recv() => {
-                    let words: Vec<String> = msg.args().unwrap_or_default().iter().map(word).collect();
-                    say(&mut output, &words.join(" ")).await?;
+                    say(&mut output, &words(&msg.args().unwrap_or_default())).await?;
                 }
                 reason = &mut gone => {
-                    let reason: Vec<String> = reason.unwrap_or_default().iter().map(word).collect();
-                    say(&mut output, &format!("disconnected {}", reason.join(" "))).await?;
+                    let reason = words(&reason.unwrap_or_default());
+                    say(&mut output, &format!("disconnected {reason}")).await?;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }
-                // Keeps `servers.members()` current for the next connection.
-                Some(_) = servers.next_change() => {}
+                // Keeps the group monitor drained.
+                Some(_) = group.next_change() => {}
             }
         }
     }

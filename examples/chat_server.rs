@@ -1,26 +1,65 @@
-//! A chat server that clients find by name, speaking the protocol of Perl AnyEvent::MP's
-//! `eg/chat_server2`, so that Perl's `eg/chat_client2` can join it (and `chat_client` can join
-//! Perl's server).
+//! A chat server on typed remote actors, speaking the protocol of Perl AnyEvent::MP's original
+//! `eg/chat_server` / `eg/chat_client`: Perl's `eg/chat_client` joins it, and `chat_client` joins
+//! Perl's `eg/chat_server`.
 //!
 //! `cargo run --example chat_server -- [BIND] [SECRET]`
 //!
-//! The server registers its node in the port group `eg_chat_server2`. A client spawns
-//! `::client_connect(client_port, nick)` on the server's node: that port relays each line
-//! `[text]` sent to it as `[nick: text]` to every client, and the room hears `nick (joins)` and,
-//! once the client's port is gone, `nick (quits, reason…)`.
+//! # Wire protocol
+//!
+//! The server is one port, registered in the port group [`GROUP`] (`eg_chat_server`). It takes
+//!
+//! | message | Rust type | meaning |
+//! | --- | --- | --- |
+//! | `["join", client_port, nick]` | [`Join`] | `client_port` enters the room as `nick` |
+//! | `["privmsg", nick, text]` | [`Privmsg`] | `nick` says `text` |
+//!
+//! and sends every client each line the room hears as a one-element message `[text]`:
+//! `nick (joins)` when a client joins, `nick: text` for a privmsg, and
+//! `nick (quits, reason words)` once the client's port is gone (the server monitors each client
+//! port it is told of; the reason is the port's kill reason, its words separated by spaces).
+//!
+//! A message with another tag or fields that do not decode is logged and dropped (the port is
+//! [`tolerant`](aemp::node::Expose::tolerant)): one bad client does not close the room, where
+//! Perl's `rcv` would kill the server port.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
-use aemp::node::{GroupGuard, Node, NodeConfig};
+use actix::{Actor, AsyncContext, Context, Handler};
+use aemp::node::{Exposed, GroupGuard, MonitorGuard, Node, NodeConfig, RemoteMessage};
 use aemp::proto::value::Value;
+use serde::{Deserialize, Serialize};
 
-/// The group the server registers in.
-pub const GROUP: &str = "eg_chat_server2";
-/// The init function clients spawn on the server's node.
-pub const CLIENT_CONNECT: &str = "::client_connect";
+/// The group the server's port registers in.
+pub const GROUP: &str = "eg_chat_server";
 
-type Clients = Arc<Mutex<BTreeSet<String>>>;
+/// `["join", client_port, nick]`: `client` enters the room as `nick`.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "join")]
+pub struct Join {
+    /// The port that gets the room's lines.
+    pub client: String,
+    /// The name the room knows the client by.
+    pub nick: String,
+}
+
+/// `["privmsg", nick, text]`: `nick` says `text` to the room.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "privmsg")]
+pub struct Privmsg {
+    /// Who speaks.
+    pub nick: String,
+    /// What they say.
+    pub text: String,
+}
+
+/// A client's port died (sent by its monitor; not a remote message).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Quit {
+    client: String,
+    nick: String,
+    reason: Vec<Value>,
+}
 
 /// A value as Perl prints it: a string as it is.
 pub fn word(value: &Value) -> String {
@@ -34,64 +73,92 @@ pub fn words(values: &[Value]) -> String {
     values.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
-/// Sends `text` to every client.
-fn relay(node: &Node, clients: &Clients, text: String) {
-    println!("relaying: {text}");
-    let clients = clients.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for client in clients {
-        let _ = node.snd(&client, &(text.as_str(),));
+/// The room: one port, its group registration and its clients.
+pub struct ChatServer {
+    node: Node,
+    /// Each client's port and the monitor that announces its departure.
+    clients: BTreeMap<String, MonitorGuard>,
+    /// The group registration and the port live as long as the actor (the name goes first).
+    _group: GroupGuard,
+    _port: Exposed,
+}
+
+impl ChatServer {
+    /// Sends `text` to every client, as `[text]`.
+    fn relay(&self, text: &str) {
+        println!("relaying: {text}");
+        for client in self.clients.keys() {
+            if let Err(e) = self.node.snd(client, &(text,)) {
+                tracing::warn!(client, "not relayed: {e}");
+            }
+        }
     }
 }
 
-/// `::client_connect(client, nick)`: the port `port_id` speaks for one client.
-fn client_connect(
-    node: &Node,
-    port_id: String,
-    args: Vec<Value>,
-    clients: &Clients,
-) -> Result<(), String> {
-    let (Some(client), Some(nick)) = (args.first(), args.get(1)) else {
-        return Err("usage: ::client_connect client_port nick".into());
-    };
-    let (client, nick) = (word(client), word(nick));
-    let (room, who) = (clients.clone(), nick.clone());
-    node.rcv()
-        .default(move |cx, msg| {
-            let line = msg.args().map_err(|e| e.to_string())?;
-            let text = line.first().map(word).unwrap_or_default();
-            relay(&cx.node, &room, format!("{who}: {text}"));
-            Ok(())
-        })
-        .start_named(&port_id)
-        .map_err(|e| e.to_string())?;
-    // This port dies with the client; the room hears why.
-    let (n, me) = (node.clone(), port_id);
-    node.mon(&client, move |reason| drop(n.kil(&me, reason)))
-        .detach();
-    let (n, room, gone) = (node.clone(), clients.clone(), client.clone());
-    let quits = nick.clone();
-    node.mon(&client, move |reason| {
-        room.lock().unwrap_or_else(|e| e.into_inner()).remove(&gone);
-        relay(&n, &room, format!("{quits} (quits, {})", words(&reason)));
-    })
-    .detach();
-    clients
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(client);
-    relay(node, clients, format!("{nick} (joins)"));
-    Ok(())
+impl Actor for ChatServer {
+    type Context = Context<Self>;
 }
 
-/// Lets clients connect to `node` and registers it under [`GROUP`]; the registration lasts as
-/// long as the guard.
-pub fn serve(node: &Node) -> GroupGuard {
-    let clients = Clients::default();
-    node.register_init(CLIENT_CONNECT, move |node, port_id, args| {
-        client_connect(node, port_id, args, &clients)
+impl Handler<Join> for ChatServer {
+    type Result = ();
+    fn handle(&mut self, Join { client, nick }: Join, ctx: &mut Context<Self>) {
+        // The monitor tells the actor; a client that joins twice is announced once.
+        let me = ctx.address();
+        let (who, name) = (client.clone(), nick.clone());
+        let watch = self.node.mon(&client, move |reason| {
+            me.do_send(Quit {
+                client: who,
+                nick: name,
+                reason,
+            });
+        });
+        self.clients.insert(client, watch);
+        self.relay(&format!("{nick} (joins)"));
+    }
+}
+
+impl Handler<Privmsg> for ChatServer {
+    type Result = ();
+    fn handle(&mut self, Privmsg { nick, text }: Privmsg, _: &mut Context<Self>) {
+        self.relay(&format!("{nick}: {text}"));
+    }
+}
+
+impl Handler<Quit> for ChatServer {
+    type Result = ();
+    fn handle(&mut self, quit: Quit, _: &mut Context<Self>) {
+        if let Some(watch) = self.clients.remove(&quit.client) {
+            // It fired already; detaching just forgets it.
+            watch.detach();
+        }
+        self.relay(&format!("{} (quits, {})", quit.nick, words(&quit.reason)));
+    }
+}
+
+/// Starts the room on `node`: its port, registered in [`GROUP`]. Returns the port id. The room
+/// lives as long as the actix system.
+pub fn serve(node: &Node) -> String {
+    let node = node.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    ChatServer::create(move |ctx| {
+        let port = node
+            .expose(ctx.address())
+            .tell::<Join>()
+            .tell::<Privmsg>()
+            .tolerant()
+            .start();
+        let group = node
+            .grp_reg(GROUP, port.id())
+            .expect("a fresh port registers");
+        let _ = tx.send(port.id().to_owned());
+        ChatServer {
+            node,
+            clients: BTreeMap::new(),
+            _group: group,
+            _port: port,
+        }
     });
-    node.grp_reg(GROUP, node.id())
-        .expect("the node port can be registered")
+    rx.recv().expect("create runs its closure at once")
 }
 
 fn main() {
@@ -105,12 +172,8 @@ fn main() {
         })
         .await
         .expect("start node");
-        let _registered = serve(&node);
-        eprintln!(
-            "server ready: node {} on {}",
-            node.id(),
-            node.listeners()[0]
-        );
+        let port = serve(&node);
+        eprintln!("server ready: port {port} on {}", node.listeners()[0]);
         tokio::signal::ctrl_c().await.ok();
     });
 }
