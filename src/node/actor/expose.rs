@@ -169,6 +169,11 @@ impl<A: Actor> Expose<A> {
 /// with no reason) and removes the names registered for it. Keep it in the actor, so that the
 /// port lives as long as the actor; drop it in `Supervised::restarting`, so that a restarted
 /// actor gets a new port (port ids are never reused) and its names move to it.
+///
+/// The port holds the actor's address, so an actor that keeps its `Exposed` runs until its
+/// port is killed or it stops itself (`ctx.stop()`), not when the other addresses of it are
+/// dropped: a port lives until it is killed, as in Perl. A killed port (by [`Node::kil`], a
+/// monitor link, or a message it cannot take) lets go of the actor.
 #[must_use = "dropping an Exposed kills its port"]
 pub struct Exposed {
     // Each name is held by a monitor on the port: it goes when the port dies, however it
