@@ -5,12 +5,14 @@
 //! cargo bench --bench links              # full run: medians of 5 runs per cell, a few minutes
 //! cargo bench --bench links -- --quick   # 1 run per cell, smaller N
 //! cargo bench --bench links -- --runs 3  # another number of runs per cell
+//! cargo bench --bench links -- --typed    # only the typed/raw table
 //! ```
 //!
 //! The program re-executes itself for every measured process (`--role …`), so each end of
 //! each measurement is a separate process: an aemp server node (a counting sink port and an
-//! echo port) and an aemp client node, or a tokio server and a tokio client. Children exit when
-//! their standard input closes, so none outlives the benchmark.
+//! echo port, and for the typed/raw table a raw request port and two exposed typed actors) and
+//! an aemp client node, or a tokio server and a tokio client. Children exit when their
+//! standard input closes, so none outlives the benchmark.
 //!
 //! Workloads (payload: a string of `x`s):
 //! * **one-way**: the client sends N messages `["m", seq, payload]` with the awaitable
@@ -49,6 +51,27 @@
 //!
 //! MB/s counts payload bytes (1 MB = 10⁶ bytes).
 //!
+//! Typed/raw table (typed remote actors, `Node::expose` and `PortRef`, against the raw port
+//! API): one aemp server process (P1b, json framing, hmac_md6) holds both the raw ports and
+//! the typed actors; one client process runs the raw side and the typed side one after the
+//! other over the same link (raw first in odd runs, typed first in even runs). Payload 16 B.
+//! * **one-way 16 B send**: N × `["m", seq, payload]` to the raw sink with `Node::send`, vs N
+//!   `TypedM { seq, payload }` (`#[remote(tag = "m")]`, the same bytes) with `PortRef::send` to
+//!   an exposed actor whose `Handler<TypedM>` counts; then the end marker: the raw one as in
+//!   one-way, the typed one a request `TypedEnd` (`["end", n, reply_port]`) answered with the
+//!   count. Rate = N / time from the first send to that answer.
+//! * **one-way 16 B do_send**: the same with the sends that never wait (`Node::snd`,
+//!   `PortRef::do_send`); N is kept small enough for the link's 16 MiB send queue.
+//! * **request 16 B**: N sequential requests `["m", seq, payload, reply_port]`: `Node::cal` to a
+//!   raw `Node::port` actor that answers `[seq, payload]` to the last element, vs
+//!   `PortRef::request` of `TypedAsk { seq, payload }` (reply `(u64, String)`) to an exposed
+//!   actor that returns them (mean, median, p99 µs from the call to its answer; round trips/s).
+//! * **request 16 B (100)**: the same with 100 requests in flight (requests per second).
+//!
+//! Columns: `raw`, `typed` (medians over the runs) and `typed/raw`, the median of the runs'
+//! ratios (each run's two sides share a process pair): for rates below 1 means typed is
+//! slower, for latencies above 1 means slower.
+//!
 //! Link set-up: one client process starts L nodes (`binds: vec![]`, one worker thread each,
 //! distinct `anon/…` ids, P1b with a secret, so hmac_md6 without TLS); each sends one message
 //! to the server's sink and waits for its answer, which needs a new link. `links/s` = L / time
@@ -72,13 +95,18 @@ use std::process::{Child, ChildStdin, ExitCode};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, StreamHandler};
-use aemp::node::{DialectMode, Message, Node, NodeConfig, Port, PortStream, split_port_id};
+use actix::{Actor, AsyncContext, Context, Handler, MessageResult, StreamHandler};
+use aemp::node::{
+    DialectMode, Message, Node, NodeConfig, Port, PortStream, RemoteError, RemoteMessage,
+    split_port_id,
+};
 use aemp::proto::dialect::Dialect;
 use aemp::proto::framing::{Framing, encode_packet};
+use aemp::proto::value::Value;
 use bytes::{Buf, BufMut, BytesMut};
-use serde::Deserialize;
+use futures_util::stream::{FuturesOrdered, StreamExt as _};
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -198,6 +226,23 @@ fn child_main(role: &[String]) -> ExitCode {
             "aemp-links" => {
                 let (l, inflight, addr, sink) = (num(1)?, num(2)?, arg(3).to_owned(), arg(4));
                 let out = actix::System::new().block_on(aemp_links(l, inflight, addr, sink))?;
+                say(&format!("RESULT {out}"));
+                Ok(())
+            }
+            "aemp-pair" => {
+                let (pair, order, n, size) = (Pair::parse(arg(1))?, arg(2), num(3)?, num(4)?);
+                if !["raw-first", "typed-first", "raw", "typed"].contains(&order) {
+                    return Err(format!("unknown order {order:?}"));
+                }
+                let addr = arg(5).to_owned();
+                let ports = PairPorts {
+                    sink: arg(6).to_owned(),
+                    cal_echo: arg(7).to_owned(),
+                    typed_sink: arg(8).to_owned(),
+                    typed_echo: arg(9).to_owned(),
+                };
+                let out =
+                    actix::System::new().block_on(aemp_pair(pair, order, n, size, addr, &ports))?;
                 say(&format!("RESULT {out}"));
                 Ok(())
             }
@@ -350,8 +395,96 @@ impl Echo {
     }
 }
 
+/// The raw request port of the typed/raw pairs: `["m", seq, payload, reply_port]` (what
+/// `Node::cal` sends) is answered with `[seq, payload]` on the reply port.
+struct CalEcho {
+    node: Node,
+    _port: Option<Port>,
+}
+
+impl Actor for CalEcho {
+    type Context = Context<Self>;
+}
+
+impl Handler<Message> for CalEcho {
+    type Result = ();
+    fn handle(&mut self, msg: Message, _: &mut Context<Self>) {
+        let (seq, data, reply) = match msg.decode::<(Tag, u64, String, String)>() {
+            Ok((Tag::M, seq, data, reply)) => (seq, data, reply),
+            Ok((tag, ..)) => return eprintln!("cal echo: unexpected {tag:?}"),
+            Err(e) => return eprintln!("cal echo: bad message: {e}"),
+        };
+        if let Err(e) = self.node.snd(&reply, &(seq, data)) {
+            eprintln!("cal echo: cannot answer: {e}");
+        }
+    }
+}
+
+/// A typed one-way message: `["m", seq, payload]`, the same bytes as the raw one-way's.
+#[derive(Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "m")]
+struct TypedM {
+    seq: u64,
+    payload: String,
+}
+
+/// The typed end marker: `["end", n, reply_port]`, answered with the count `[count]`.
+#[derive(Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "end", reply = u64)]
+struct TypedEnd {
+    n: u64,
+}
+
+/// A typed request: `["m", seq, payload, reply_port]` (the bytes `Node::cal` sends to
+/// [`CalEcho`]), answered with `[seq, payload]`.
+#[derive(Serialize, Deserialize, RemoteMessage)]
+#[remote(tag = "m", reply = (u64, String))]
+struct TypedAsk {
+    seq: u64,
+    payload: String,
+}
+
+/// The typed sink: counts [`TypedM`]s, answers [`TypedEnd`] with the count (and starts over).
+struct TypedSink {
+    count: u64,
+}
+
+impl Actor for TypedSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<TypedM> for TypedSink {
+    type Result = ();
+    fn handle(&mut self, _: TypedM, _: &mut Context<Self>) {
+        self.count += 1;
+    }
+}
+
+impl Handler<TypedEnd> for TypedSink {
+    type Result = u64;
+    fn handle(&mut self, _: TypedEnd, _: &mut Context<Self>) -> u64 {
+        std::mem::take(&mut self.count)
+    }
+}
+
+/// The typed echo: answers [`TypedAsk`] with its sequence number and payload.
+struct TypedEcho;
+
+impl Actor for TypedEcho {
+    type Context = Context<Self>;
+}
+
+impl Handler<TypedAsk> for TypedEcho {
+    type Result = MessageResult<TypedAsk>;
+    fn handle(&mut self, ask: TypedAsk, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((ask.seq, ask.payload))
+    }
+}
+
 /// With `stream`, the ports are `Node::port_stream` streams added to the actors
-/// (`StreamHandler`) instead of `Node::port` recipients (`Handler`).
+/// (`StreamHandler`) instead of `Node::port` recipients (`Handler`). Beside them, for the
+/// typed/raw pairs: a raw request port ([`CalEcho`], a `Node::port` actor) and two exposed
+/// typed actors ([`TypedSink`], [`TypedEcho`]).
 async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
     let node = Node::start(node_config(d, vec!["127.0.0.1:0".into()]))
         .await
@@ -388,10 +521,29 @@ async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
             _port: Some(port),
         }
     });
+    let mut cal_echo_id = String::new();
+    CalEcho::create(|ctx| {
+        let port = node.port(ctx.address().recipient());
+        cal_echo_id = port.id().to_owned();
+        CalEcho {
+            node: node.clone(),
+            _port: Some(port),
+        }
+    });
+    // The ports live as long as these handles, that is until the process ends.
+    let typed_sink = node
+        .expose(TypedSink { count: 0 }.start())
+        .tell::<TypedM>()
+        .request::<TypedEnd>()
+        .start();
+    let typed_echo = node.expose(TypedEcho.start()).request::<TypedAsk>().start();
     let addr = node.listeners().first().copied().ok_or("no listener")?;
     say(&format!("LISTEN {addr}"));
     say(&format!("SINK {sink_id}"));
     say(&format!("ECHO {echo_id}"));
+    say(&format!("CALECHO {cal_echo_id}"));
+    say(&format!("TSINK {}", typed_sink.id()));
+    say(&format!("TECHO {}", typed_echo.id()));
     // Runs until the parent closes stdin.
     std::future::pending::<()>().await;
     Ok(())
@@ -494,6 +646,243 @@ async fn aemp_client(
     tokio::time::timeout(workload_limit(n, size), run)
         .await
         .map_err(|_| format!("{} of {n} messages did not finish in time", load.name()))?
+}
+
+// ---- typed/raw pairs -----------------------------------------------------------------------
+
+/// A typed/raw pair: the same workload through raw ports and through typed actors.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pair {
+    /// One-way with the awaitable sends: `Node::send` / `PortRef::send`.
+    Send,
+    /// One-way with the sends that never wait: `Node::snd` / `PortRef::do_send`.
+    DoSend,
+    /// Sequential requests: `Node::cal` / `PortRef::request`.
+    Call,
+    /// Requests with [`WINDOW`] in flight.
+    CallWindow,
+}
+
+impl Pair {
+    fn name(self) -> &'static str {
+        match self {
+            Pair::Send => "send",
+            Pair::DoSend => "do_send",
+            Pair::Call => "call",
+            Pair::CallWindow => "callwindow",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Pair, String> {
+        match s {
+            "send" => Ok(Pair::Send),
+            "do_send" => Ok(Pair::DoSend),
+            "call" => Ok(Pair::Call),
+            "callwindow" => Ok(Pair::CallWindow),
+            _ => Err(format!("unknown pair {s:?}")),
+        }
+    }
+}
+
+/// The server's ports a pair client talks to.
+struct PairPorts {
+    sink: String,
+    cal_echo: String,
+    typed_sink: String,
+    typed_echo: String,
+}
+
+/// Runs the raw and the typed side of `pair` one after the other in this process, over one
+/// link (`order`: `raw-first` or `typed-first`; `raw` or `typed` runs that side alone), and
+/// reports each side's fields prefixed with `raw_` and `typed_`.
+async fn aemp_pair(
+    pair: Pair,
+    order: &str,
+    n: usize,
+    size: usize,
+    addr: String,
+    ports: &PairPorts,
+) -> Result<String, String> {
+    let node = Node::start(node_config(Dialect::P1b, Vec::new()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (server, _) = split_port_id(&ports.sink);
+    node.add_node_addresses(server, vec![addr]);
+    let (me, mut rx) = node.port_stream();
+    let me = me.id().to_owned();
+    let err = |e: aemp::node::NodeError| e.to_string();
+    let rerr = |e: RemoteError| e.to_string();
+    let typed_m = node.port_ref::<TypedM>(&ports.typed_sink);
+    let typed_end = node
+        .port_ref::<TypedEnd>(&ports.typed_sink)
+        .with_timeout(workload_limit(n, size));
+    let typed_ask = node
+        .port_ref::<TypedAsk>(&ports.typed_echo)
+        .with_timeout(REPLY);
+    // Link up (handshake) and every port answering before any clock starts.
+    node.send(&ports.sink, &("end", 0, &me))
+        .await
+        .map_err(err)?;
+    match reply(&mut rx, STARTUP).await? {
+        (Tag::Count, 0) => {}
+        other => return Err(format!("unexpected warm-up answer {other:?}")),
+    }
+    if typed_end.request(TypedEnd { n: 0 }).await.map_err(rerr)? != 0 {
+        return Err("the typed sink counted messages before the run".into());
+    }
+    let payload = "x".repeat(size);
+    let raw_call = |seq: u64| {
+        let args = vec![
+            Value::from("m"),
+            Value::Int(seq as i64),
+            Value::from(payload.as_str()),
+        ];
+        let answer = node.cal(&ports.cal_echo, args, REPLY);
+        async move {
+            let got = answer.await.map_err(rerr)?;
+            match got.as_slice() {
+                [seq, Value::Str(_)] => seq.as_u64().ok_or_else(|| format!("bad answer {got:?}")),
+                _ => Err(format!("bad answer {got:?}")),
+            }
+        }
+    };
+    let typed_call = |seq: u64| {
+        let answer = typed_ask.request(TypedAsk {
+            seq,
+            payload: payload.clone(),
+        });
+        async move { answer.await.map(|(seq, _)| seq).map_err(rerr) }
+    };
+    raw_call(0).await?;
+    typed_call(0).await?;
+
+    let raw = async {
+        match pair {
+            Pair::Send | Pair::DoSend => {
+                let t = Instant::now();
+                for seq in 0..n as u64 {
+                    let m = ("m", seq, payload.as_str());
+                    if pair == Pair::Send {
+                        node.send(&ports.sink, &m).await.map_err(err)?;
+                    } else {
+                        node.snd(&ports.sink, &m).map_err(err)?;
+                    }
+                }
+                node.send(&ports.sink, &("end", n, &me))
+                    .await
+                    .map_err(err)?;
+                let (tag, count) = reply(&mut rx, workload_limit(n, size)).await?;
+                let secs = t.elapsed().as_secs_f64();
+                if tag != Tag::Count || count != n as u64 {
+                    return Err(format!(
+                        "the sink counted {count} of {n} messages ({tag:?})"
+                    ));
+                }
+                Ok(format!("rate={}", n as f64 / secs))
+            }
+            Pair::Call => calls(n, 1, raw_call).await,
+            Pair::CallWindow => calls(n, WINDOW, raw_call).await,
+        }
+    };
+    let typed = async {
+        match pair {
+            Pair::Send | Pair::DoSend => {
+                let t = Instant::now();
+                for seq in 0..n as u64 {
+                    let m = TypedM {
+                        seq,
+                        payload: payload.clone(),
+                    };
+                    if pair == Pair::Send {
+                        typed_m.send(m).await.map_err(rerr)?;
+                    } else {
+                        typed_m.do_send(m).map_err(rerr)?;
+                    }
+                }
+                let count = typed_end
+                    .request(TypedEnd { n: n as u64 })
+                    .await
+                    .map_err(rerr)?;
+                let secs = t.elapsed().as_secs_f64();
+                if count != n as u64 {
+                    return Err(format!("the typed sink counted {count} of {n} messages"));
+                }
+                Ok(format!("rate={}", n as f64 / secs))
+            }
+            Pair::Call => calls(n, 1, typed_call).await,
+            Pair::CallWindow => calls(n, WINDOW, typed_call).await,
+        }
+    };
+    let prefixed = |side: &str, fields: String| {
+        fields
+            .split_whitespace()
+            .map(|kv| format!("{side}_{kv}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let limit = workload_limit(n, size);
+    let late = |side: &str| format!("{side} {} of {n} did not finish in time", pair.name());
+    // Either side alone (`raw`, `typed` as the order) is for profiling one of them.
+    let (run_raw, run_typed) = (order != "typed", order != "raw");
+    let typed_first = order == "typed-first";
+    let mut typed = Some(typed);
+    let mut typed_out = String::new();
+    if typed_first
+        && run_typed
+        && let Some(typed) = typed.take()
+    {
+        typed_out = tokio::time::timeout(limit, typed)
+            .await
+            .map_err(|_| late("typed"))??;
+    }
+    let mut raw_out = String::new();
+    if run_raw {
+        raw_out = tokio::time::timeout(limit, raw)
+            .await
+            .map_err(|_| late("raw"))??;
+    }
+    if run_typed && let Some(typed) = typed.take() {
+        typed_out = tokio::time::timeout(limit, typed)
+            .await
+            .map_err(|_| late("typed"))??;
+    }
+    let (raw, typed) = (raw_out, typed_out);
+    Ok(format!(
+        "{} {}",
+        prefixed("raw", raw),
+        prefixed("typed", typed)
+    ))
+}
+
+/// `n` requests made by `call(seq)` (whose answer is the sequence number echoed), `window` in
+/// flight, answers checked in order: `rate=…`, and with a window of 1 the latency fields.
+async fn calls<F, Fut>(n: usize, window: usize, mut call: F) -> Result<String, String>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
+    let mut inflight = FuturesOrdered::new();
+    let mut rtts = Vec::with_capacity(if window == 1 { n } else { 0 });
+    let t = Instant::now();
+    let mut sent = 0u64;
+    for seq in 0..n as u64 {
+        while sent < n as u64 && sent < seq + window as u64 {
+            let at = Instant::now();
+            let answer = call(sent);
+            inflight.push_back(async move { (answer.await, at) });
+            sent += 1;
+        }
+        let (got, at) = inflight.next().await.ok_or("no request in flight")?;
+        let got = got?;
+        if got != seq {
+            return Err(format!("request {seq} was answered with {got}"));
+        }
+        if window == 1 {
+            rtts.push(at.elapsed());
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    Ok(format!("rate={} {}", n as f64 / secs, latency_fields(rtts)))
 }
 
 /// `mean_us=… median_us=… p99_us=…` of round-trip times (nothing when there are none).
@@ -1083,6 +1472,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 struct Options {
     quick: bool,
     runs: usize,
+    /// Only the typed/raw pairs (`--typed`).
+    typed_only: bool,
 }
 
 fn options(args: &[String]) -> Options {
@@ -1096,6 +1487,7 @@ fn options(args: &[String]) -> Options {
     Options {
         quick,
         runs: runs.max(1),
+        typed_only: args.iter().any(|a| a == "--typed"),
     }
 }
 
@@ -1132,10 +1524,38 @@ fn parent_main(args: &[String]) -> ExitCode {
             cbor: true,
         },
     ];
+    let pair_specs = [
+        PairSpec {
+            label: "one-way 16 B send",
+            pair: Pair::Send,
+            size: 16,
+            n: scale(2_000_000, 200_000),
+        },
+        PairSpec {
+            label: "one-way 16 B do_send",
+            pair: Pair::DoSend,
+            size: 16,
+            // All of it fits in the link's send queue (16 MiB): `snd` fails a full one.
+            n: scale(200_000, 100_000),
+        },
+        PairSpec {
+            label: "request 16 B",
+            pair: Pair::Call,
+            size: 16,
+            n: scale(20_000, 2_000),
+        },
+        PairSpec {
+            label: "request 16 B (100)",
+            pair: Pair::CallWindow,
+            size: 16,
+            n: scale(200_000, 20_000),
+        },
+    ];
+    let specs: &[Spec] = if opt.typed_only { &[] } else { &specs };
     let links = scale(500, 100);
     let mut failed = false;
     let mut results: Vec<HashMap<&'static str, Vec<Sample>>> = Vec::new();
-    for spec in &specs {
+    for spec in specs {
         let mut cells: HashMap<&'static str, Vec<Sample>> = HashMap::new();
         let imps = Impl::ALL
             .into_iter()
@@ -1169,7 +1589,38 @@ fn parent_main(args: &[String]) -> ExitCode {
         }
         results.push(cells);
     }
+    let mut pair_results: Vec<Vec<Sample>> = Vec::new();
+    for spec in &pair_specs {
+        let mut samples = Vec::new();
+        for run in 1..=opt.runs {
+            // Which side goes first alternates, so that neither always runs on a fresh link.
+            let typed_first = run % 2 == 0;
+            let t = Instant::now();
+            match run_pair(spec, typed_first) {
+                Ok(s) => {
+                    let rate = |k: &str| support::human(s.get(k).copied().unwrap_or(0.0), 1);
+                    eprintln!(
+                        "{} / raw, typed run {run}/{}: {}, {} msgs/s ({} first, {:.1} s)",
+                        spec.label,
+                        opt.runs,
+                        rate("raw_rate"),
+                        rate("typed_rate"),
+                        if typed_first { "typed" } else { "raw" },
+                        t.elapsed().as_secs_f64()
+                    );
+                    samples.push(s);
+                }
+                Err(e) => {
+                    eprintln!("{} / typed, raw run {run}: FAILED: {e}", spec.label);
+                    failed = true;
+                }
+            }
+        }
+        pair_results.push(samples);
+    }
+    let links = if opt.typed_only { 0 } else { links };
     let link_samples: Vec<Sample> = (1..=opt.runs)
+        .filter(|_| links > 0)
         .filter_map(|run| match run_links(links) {
             Ok(s) => {
                 let rate = |k: &str| support::human(s.get(k).copied().unwrap_or(0.0), 1);
@@ -1189,13 +1640,114 @@ fn parent_main(args: &[String]) -> ExitCode {
         })
         .collect();
 
-    print_table(&opt, &specs, &results);
-    print_links(links, &link_samples);
+    if !specs.is_empty() {
+        print_table(&opt, specs, &results);
+    }
+    print_pairs(&opt, &pair_specs, &pair_results);
+    if links > 0 {
+        print_links(links, &link_samples);
+    }
     if failed {
         eprintln!("some cells failed (marked err); see above");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// One row group of the typed/raw table.
+struct PairSpec {
+    label: &'static str,
+    pair: Pair,
+    size: usize,
+    n: usize,
+}
+
+/// One process pair: an aemp server (P1b, json, actor ports) and a client running both sides.
+fn run_pair(spec: &PairSpec, typed_first: bool) -> Result<Sample, String> {
+    let mut server = Proc::spawn("aemp server", &["aemp-server", "p1b", "actor"])?;
+    let addr = server.line("LISTEN ", STARTUP)?;
+    let sink = server.line("SINK ", STARTUP)?;
+    let cal_echo = server.line("CALECHO ", STARTUP)?;
+    let typed_sink = server.line("TSINK ", STARTUP)?;
+    let typed_echo = server.line("TECHO ", STARTUP)?;
+    let (n_s, size_s) = (spec.n.to_string(), spec.size.to_string());
+    let order = if typed_first {
+        "typed-first"
+    } else {
+        "raw-first"
+    };
+    let role = [
+        "aemp-pair",
+        spec.pair.name(),
+        order,
+        &n_s,
+        &size_s,
+        &addr,
+        &sink,
+        &cal_echo,
+        &typed_sink,
+        &typed_echo,
+    ];
+    let mut client = Proc::spawn("aemp pair client", &role)?;
+    let limit = workload_limit(spec.n, spec.size) * 2 + STARTUP;
+    Ok(support::parse_pairs(&client.line("RESULT ", limit)?))
+}
+
+/// The typed/raw table: each side's median, and the median of the runs' typed/raw ratios.
+fn print_pairs(opt: &Options, specs: &[PairSpec], results: &[Vec<Sample>]) {
+    let ns: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{} {}", s.label, s.n))
+        .collect();
+    println!();
+    println!(
+        "typed remote actors vs raw ports: aemp json (P1b, json framing, hmac_md6), one server \
+         process with both, one client process running both sides over one link; median of {} \
+         run(s){}; N: {}",
+        opt.runs,
+        if opt.quick { " (--quick)" } else { "" },
+        ns.join(", ")
+    );
+    println!(
+        "{:<21} {:<14} {:>10} {:>10} {:>10}",
+        "workload", "metric", "raw", "typed", "typed/raw"
+    );
+    for (spec, samples) in specs.iter().zip(results) {
+        let load = match spec.pair {
+            Pair::Send | Pair::DoSend => Load::OneWay,
+            Pair::Call => Load::PingPong,
+            Pair::CallWindow => Load::Window,
+        };
+        for (i, (metric, get)) in metrics(load, spec.size).into_iter().enumerate() {
+            // The metric getters read unprefixed keys: give them each side's fields.
+            let side = |s: &Sample, prefix: &str| -> Option<f64> {
+                let fields: Sample = s
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), *v)))
+                    .collect();
+                get(&fields, spec.size)
+            };
+            let med =
+                |prefix: &str| median(samples.iter().filter_map(|s| side(s, prefix)).collect());
+            let ratio = median(
+                samples
+                    .iter()
+                    .filter_map(|s| Some((side(s, "typed_")?, side(s, "raw_")?)))
+                    .filter(|(_, raw)| *raw > 0.0)
+                    .map(|(typed, raw)| typed / raw)
+                    .collect(),
+            );
+            let show = |v: Option<f64>| v.map_or("err".into(), |v| support::human(v, 1));
+            println!(
+                "{:<21} {:<14} {:>10} {:>10} {:>10}",
+                if i == 0 { spec.label } else { "" },
+                metric,
+                show(med("raw_")),
+                show(med("typed_")),
+                ratio.map_or("—".into(), |r| format!("{r:.2}"))
+            );
+        }
+    }
 }
 
 /// Set-ups in flight in the paced link run (below the listener's accept backlog).
