@@ -233,7 +233,7 @@ impl<M: Tell> PortRef<M> {
             r.do_send(msg);
             return Ok(());
         }
-        Ok(self.node.snd(&id, &tell_form(&msg))?)
+        Ok(self.node.snd(&id, &super::tagged(&msg))?)
     }
 
     /// Sends `msg`, waiting for room in the link's queue ([`Node::send`]) and, for a name, up
@@ -244,15 +244,7 @@ impl<M: Tell> PortRef<M> {
             r.do_send(msg);
             return Ok(());
         }
-        Ok(self.node.send(&id, &tell_form(&msg)).await?)
-    }
-}
-
-fn tell_form<M: RemoteMessage>(msg: &M) -> Elements<'_, M> {
-    Elements {
-        tag: Some(M::TAG),
-        body: msg,
-        trailer: None,
+        Ok(self.node.send(&id, &super::tagged(&msg)).await?)
     }
 }
 
