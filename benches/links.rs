@@ -59,7 +59,11 @@
 //!   `TypedM { seq, payload }` (`#[remote(tag = "m")]`, the same bytes) with `PortRef::send` to
 //!   an exposed actor whose `Handler<TypedM>` counts; then the end marker: the raw one as in
 //!   one-way, the typed one a request `TypedEnd` (`["end", n, reply_port]`) answered with the
-//!   count. Rate = N / time from the first send to that answer.
+//!   count. Rate = N / time from the first send to that answer. The raw sink reads each
+//!   message's tag only; the typed actor's dispatch decodes the fields into a `TypedM` (a
+//!   `String` built per message) and the client builds one per message (a `String` clone).
+//! * **raw decodes whole** (below each one-way row): the same typed side, against a raw sink
+//!   that decodes each message whole, `(tag, seq, payload)`: the same work on both sides.
 //! * **one-way 16 B do_send**: the same with the sends that never wait (`Node::snd`,
 //!   `PortRef::do_send`); N is kept small enough for the link's 16 MiB send queue.
 //! * **request 16 B**: N sequential requests `["m", seq, payload, reply_port]`: `Node::cal` to a
@@ -240,6 +244,7 @@ fn child_main(role: &[String]) -> ExitCode {
                     cal_echo: arg(7).to_owned(),
                     typed_sink: arg(8).to_owned(),
                     typed_echo: arg(9).to_owned(),
+                    field_sink: arg(10).to_owned(),
                 };
                 let out =
                     actix::System::new().block_on(aemp_pair(pair, order, n, size, addr, &ports))?;
@@ -295,10 +300,12 @@ fn node_config(d: Dialect, binds: Vec<String>) -> NodeConfig {
 // ---- aemp server ---------------------------------------------------------------------------
 
 /// Counts `m` messages; answers `end` with the count (and starts over), `ping` with `pong`,
-/// `rss` with this process's VmRSS and VmHWM.
+/// `rss` with this process's VmRSS and VmHWM. With `fields`, each message is decoded whole
+/// (`(tag, seq, payload)`, as a typed actor's handler receives it) instead of by its tag only.
 struct Sink {
     node: Node,
     count: u64,
+    fields: bool,
     _port: Option<Port>,
 }
 
@@ -321,8 +328,14 @@ impl StreamHandler<Message> for Sink {
 
 impl Sink {
     fn take(&mut self, msg: Message) {
-        let tag = match msg.decode::<(Tag, IgnoredAny, IgnoredAny)>() {
-            Ok((tag, _, _)) => tag,
+        let tag = if self.fields {
+            msg.decode::<(Tag, u64, String)>()
+                .map(|m| std::hint::black_box(m).0)
+        } else {
+            msg.decode::<(Tag, IgnoredAny, IgnoredAny)>().map(|m| m.0)
+        };
+        let tag = match tag {
+            Ok(tag) => tag,
             Err(e) => return eprintln!("sink: bad message: {e}"),
         };
         if tag == Tag::M {
@@ -502,6 +515,18 @@ async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
         Sink {
             node: node.clone(),
             count: 0,
+            fields: false,
+            _port: Some(port),
+        }
+    });
+    let mut field_sink_id = String::new();
+    Sink::create(|ctx| {
+        let port = node.port(ctx.address().recipient());
+        field_sink_id = port.id().to_owned();
+        Sink {
+            node: node.clone(),
+            count: 0,
+            fields: true,
             _port: Some(port),
         }
     });
@@ -544,6 +569,7 @@ async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
     say(&format!("CALECHO {cal_echo_id}"));
     say(&format!("TSINK {}", typed_sink.id()));
     say(&format!("TECHO {}", typed_echo.id()));
+    say(&format!("FSINK {field_sink_id}"));
     // Runs until the parent closes stdin.
     std::future::pending::<()>().await;
     Ok(())
@@ -657,6 +683,11 @@ enum Pair {
     Send,
     /// One-way with the sends that never wait: `Node::snd` / `PortRef::do_send`.
     DoSend,
+    /// As `Send`, with a raw sink that decodes each message whole as the typed actor gets it
+    /// (the same work on both sides; `Send`'s raw sink reads the tag only).
+    SendDecoded,
+    /// As `DoSend`, with the raw sink of `SendDecoded`.
+    DoSendDecoded,
     /// Sequential requests: `Node::cal` / `PortRef::request`.
     Call,
     /// Requests with [`WINDOW`] in flight.
@@ -667,6 +698,8 @@ impl Pair {
     fn name(self) -> &'static str {
         match self {
             Pair::Send => "send",
+            Pair::SendDecoded => "send_decoded",
+            Pair::DoSendDecoded => "do_send_decoded",
             Pair::DoSend => "do_send",
             Pair::Call => "call",
             Pair::CallWindow => "callwindow",
@@ -676,6 +709,8 @@ impl Pair {
     fn parse(s: &str) -> Result<Pair, String> {
         match s {
             "send" => Ok(Pair::Send),
+            "send_decoded" => Ok(Pair::SendDecoded),
+            "do_send_decoded" => Ok(Pair::DoSendDecoded),
             "do_send" => Ok(Pair::DoSend),
             "call" => Ok(Pair::Call),
             "callwindow" => Ok(Pair::CallWindow),
@@ -690,6 +725,8 @@ struct PairPorts {
     cal_echo: String,
     typed_sink: String,
     typed_echo: String,
+    /// The raw sink that decodes whole messages.
+    field_sink: String,
 }
 
 /// Runs the raw and the typed side of `pair` one after the other in this process, over one
@@ -758,19 +795,22 @@ async fn aemp_pair(
 
     let raw = async {
         match pair {
-            Pair::Send | Pair::DoSend => {
+            Pair::Send | Pair::SendDecoded | Pair::DoSend | Pair::DoSendDecoded => {
+                let sink = match pair {
+                    Pair::SendDecoded | Pair::DoSendDecoded => &ports.field_sink,
+                    _ => &ports.sink,
+                };
+                let do_send = matches!(pair, Pair::DoSend | Pair::DoSendDecoded);
                 let t = Instant::now();
                 for seq in 0..n as u64 {
                     let m = ("m", seq, payload.as_str());
-                    if pair == Pair::Send {
-                        node.send(&ports.sink, &m).await.map_err(err)?;
+                    if do_send {
+                        node.snd(sink, &m).map_err(err)?;
                     } else {
-                        node.snd(&ports.sink, &m).map_err(err)?;
+                        node.send(sink, &m).await.map_err(err)?;
                     }
                 }
-                node.send(&ports.sink, &("end", n, &me))
-                    .await
-                    .map_err(err)?;
+                node.send(sink, &("end", n, &me)).await.map_err(err)?;
                 let (tag, count) = reply(&mut rx, workload_limit(n, size)).await?;
                 let secs = t.elapsed().as_secs_f64();
                 if tag != Tag::Count || count != n as u64 {
@@ -786,17 +826,17 @@ async fn aemp_pair(
     };
     let typed = async {
         match pair {
-            Pair::Send | Pair::DoSend => {
+            Pair::Send | Pair::SendDecoded | Pair::DoSend | Pair::DoSendDecoded => {
                 let t = Instant::now();
                 for seq in 0..n as u64 {
                     let m = TypedM {
                         seq,
                         payload: payload.clone(),
                     };
-                    if pair == Pair::Send {
-                        typed_m.send(m).await.map_err(rerr)?;
-                    } else {
+                    if matches!(pair, Pair::DoSend | Pair::DoSendDecoded) {
                         typed_m.do_send(m).map_err(rerr)?;
+                    } else {
+                        typed_m.send(m).await.map_err(rerr)?;
                     }
                 }
                 let count = typed_end
@@ -1532,10 +1572,22 @@ fn parent_main(args: &[String]) -> ExitCode {
             n: scale(2_000_000, 200_000),
         },
         PairSpec {
+            label: "  raw decodes whole",
+            pair: Pair::SendDecoded,
+            size: 16,
+            n: scale(2_000_000, 200_000),
+        },
+        PairSpec {
             label: "one-way 16 B do_send",
             pair: Pair::DoSend,
             size: 16,
             // All of it fits in the link's send queue (16 MiB): `snd` fails a full one.
+            n: scale(200_000, 100_000),
+        },
+        PairSpec {
+            label: "  raw decodes whole",
+            pair: Pair::DoSendDecoded,
+            size: 16,
             n: scale(200_000, 100_000),
         },
         PairSpec {
@@ -1670,6 +1722,7 @@ fn run_pair(spec: &PairSpec, typed_first: bool) -> Result<Sample, String> {
     let cal_echo = server.line("CALECHO ", STARTUP)?;
     let typed_sink = server.line("TSINK ", STARTUP)?;
     let typed_echo = server.line("TECHO ", STARTUP)?;
+    let field_sink = server.line("FSINK ", STARTUP)?;
     let (n_s, size_s) = (spec.n.to_string(), spec.size.to_string());
     let order = if typed_first {
         "typed-first"
@@ -1687,6 +1740,7 @@ fn run_pair(spec: &PairSpec, typed_first: bool) -> Result<Sample, String> {
         &cal_echo,
         &typed_sink,
         &typed_echo,
+        &field_sink,
     ];
     let mut client = Proc::spawn("aemp pair client", &role)?;
     let limit = workload_limit(spec.n, spec.size) * 2 + STARTUP;
@@ -1714,7 +1768,7 @@ fn print_pairs(opt: &Options, specs: &[PairSpec], results: &[Vec<Sample>]) {
     );
     for (spec, samples) in specs.iter().zip(results) {
         let load = match spec.pair {
-            Pair::Send | Pair::DoSend => Load::OneWay,
+            Pair::Send | Pair::SendDecoded | Pair::DoSend | Pair::DoSendDecoded => Load::OneWay,
             Pair::Call => Load::PingPong,
             Pair::CallWindow => Load::Window,
         };

@@ -1,13 +1,13 @@
 //! What a port receives: one message, as an actix message.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 
 use crate::proto::framing::{FramingError, Packet};
-use crate::proto::value::{self, Value};
+use crate::proto::value::Value;
 
 /// One message delivered to a local port.
 ///
@@ -69,13 +69,23 @@ impl Message {
     /// The message elements decoded straight into a serde type (a tuple, a tuple struct, a
     /// `Vec`…): element 0 of the message is the first field.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, FramingError> {
+        self.decode_seed(PhantomData::<T>)
+    }
+
+    /// The message elements decoded through a serde seed (a decoder that carries state), as
+    /// [`Message::decode`] decodes them.
+    pub fn decode_seed<S, T>(&self, seed: S) -> Result<T, FramingError>
+    where
+        S: for<'de> DeserializeSeed<'de, Value = T>,
+    {
         match &self.body {
-            Body::Packet(p) => p.decode::<SkipFirst<T>>().map(|s| s.0),
+            Body::Packet(p) => p.decode_seed(SkipFirst(seed)),
             Body::Local(v) => {
-                value::from_value(Value::Array(v.clone())).map_err(|e| FramingError::Type {
-                    framing: crate::proto::framing::Framing::Json,
-                    reason: e.to_string(),
-                })
+                seed.deserialize(Value::Array(v.clone()))
+                    .map_err(|e| FramingError::Type {
+                        framing: crate::proto::framing::Framing::Json,
+                        reason: e.to_string(),
+                    })
             }
         }
     }
@@ -89,23 +99,26 @@ impl Message {
     }
 }
 
-/// Deserialises a sequence while skipping its first element (the destination port).
-struct SkipFirst<T>(T);
+/// Deserialises a sequence through the seed while skipping its first element (the destination
+/// port).
+struct SkipFirst<S>(S);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for SkipFirst<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = SkipFirst<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a packet array")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let _dest: Option<IgnoredAny> = seq.next_element()?;
-                T::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(SkipFirst)
-            }
-        }
-        d.deserialize_seq(V(std::marker::PhantomData))
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for SkipFirst<S> {
+    type Value = S::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for SkipFirst<S> {
+    type Value = S::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a packet array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<S::Value, A::Error> {
+        let _dest: Option<IgnoredAny> = seq.next_element()?;
+        self.0
+            .deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
     }
 }
 

@@ -37,8 +37,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use actor::{
-    DEFAULT_REQUEST_TIMEOUT, Expose, Exposed, PortRef, RemoteError, RemoteMessage, Request, Tell,
-    tagged,
+    DEFAULT_REQUEST_TIMEOUT, Expose, Exposed, PortRef, RemoteError, RemoteMessage, Request,
+    RequestRoute, Route, Routes, Tell, TellRoute, tagged,
 };
 /// `#[derive(RemoteMessage)]`: see [`RemoteMessage`].
 pub use aemp_derive::RemoteMessage;

@@ -2,27 +2,25 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
 use super::super::port_stream::{Inbox, PortHandler};
-use super::super::{Message, MonitorGuard, Node, NodeError, Port, Shared};
+use super::super::{Message, MonitorGuard, Node, NodeError, Port};
 use super::port_ref::PortRef;
-use super::wire::{Elements, RequestBody, TellBody};
+use super::routes::{Dispatch, Dispatched, RequestRoute, Route, Routes, TellRoute};
 use super::{RemoteMessage, Request, Tell};
 use crate::proto::value::Value;
 
-/// Decodes one message of a tag and hands it to the actor.
-type Dispatch = Box<dyn Fn(&Message, &Weak<Shared>) -> Result<(), String> + Send + Sync>;
-
-/// Builds the port of an actor; see [`Node::expose`].
+/// Builds the port of an actor; see [`Node::expose`]. `R` is the list of message types taken
+/// so far (built by [`Expose::tell`] and [`Expose::request`]).
 #[must_use = "the port is only created by start()"]
-pub struct Expose<A: Actor> {
+pub struct Expose<A: Actor, R = ()> {
     node: Node,
     addr: Addr<A>,
-    tags: HashMap<&'static str, Dispatch>,
+    routes: R,
     local: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     tolerant: bool,
 }
@@ -32,74 +30,46 @@ impl<A: Actor> Expose<A> {
         Expose {
             node,
             addr,
-            tags: HashMap::new(),
+            routes: (),
             local: HashMap::new(),
             tolerant: false,
         }
     }
+}
 
+impl<A: Actor, R: Routes> Expose<A, R> {
     /// Takes `M` (one-way): each `[M::TAG, fields...]` is decoded and sent to the actor.
-    pub fn tell<M>(mut self) -> Self
+    pub fn tell<M>(mut self) -> Expose<A, (TellRoute<M>, R)>
     where
         M: Tell,
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
         let recipient = self.recipient::<M>();
-        self.tags.insert(
-            M::TAG,
-            Box::new(move |msg, _| {
-                let TellBody(m) = msg.decode::<TellBody<M>>().map_err(|e| e.to_string())?;
-                recipient.do_send(m);
-                Ok(())
-            }),
-        );
-        self
+        self.route(TellRoute { recipient })
     }
 
     /// Takes `M` as a request: each `[M::TAG, fields..., reply_port]` is decoded and sent to
     /// the actor, and what its handler returns is sent to the reply port.
-    pub fn request<M>(mut self) -> Self
+    pub fn request<M>(mut self) -> Expose<A, (RequestRoute<M>, R)>
     where
         M: Request,
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
         let recipient = self.recipient::<M>();
-        self.tags.insert(
-            M::TAG,
-            Box::new(move |msg, shared| {
-                let RequestBody(m, reply) =
-                    msg.decode::<RequestBody<M>>().map_err(|e| e.to_string())?;
-                // A fresh sender is never "parked" by a full mailbox, so the request is queued
-                // now, in order with the tells before and after it.
-                let answer = recipient.clone().send(m);
-                let shared = shared.clone();
-                let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                    tracing::warn!(reply, "request delivered outside a runtime: no reply sent");
-                    return Ok(());
-                };
-                rt.spawn(async move {
-                    // An actor that stopped before answering: its port dies at the next
-                    // delivery, which the asker's monitor sees.
-                    let Ok(value) = answer.await else { return };
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
-                    let node = Node { shared };
-                    let elements = Elements {
-                        tag: None,
-                        body: &value,
-                        trailer: None,
-                    };
-                    if let Err(e) = node.snd(&reply, &elements) {
-                        tracing::warn!(node = %node.id(), reply, "cannot send the reply: {e}");
-                    }
-                });
-                Ok(())
-            }),
-        );
-        self
+        let node = Arc::downgrade(&self.node.shared);
+        self.route(RequestRoute { recipient, node })
+    }
+
+    fn route<H: Route>(self, head: H) -> Expose<A, (H, R)> {
+        Expose {
+            node: self.node,
+            addr: self.addr,
+            routes: (head, self.routes),
+            local: self.local,
+            tolerant: self.tolerant,
+        }
     }
 
     /// The actor as a recipient of `M`, also kept for the local path.
@@ -126,14 +96,13 @@ impl<A: Actor> Expose<A> {
         let Expose {
             node,
             addr,
-            tags,
+            routes,
             local,
             tolerant,
         } = self;
         let connected: Box<dyn Fn() -> bool + Send + Sync> = Box::new(move || addr.connected());
         let handler = TagDispatch {
-            shared: Arc::downgrade(&node.shared),
-            tags,
+            routes,
             local,
             connected,
             tolerant,
@@ -221,35 +190,32 @@ impl std::fmt::Debug for Exposed {
 }
 
 /// The inbox of an exposed actor.
-struct TagDispatch {
-    shared: Weak<Shared>,
-    tags: HashMap<&'static str, Dispatch>,
+struct TagDispatch<R> {
+    routes: R,
     local: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     connected: Box<dyn Fn() -> bool + Send + Sync>,
     tolerant: bool,
 }
 
-impl PortHandler for TagDispatch {
+impl<R: Routes> PortHandler for TagDispatch<R> {
     fn deliver(&self, msg: &Message) -> Result<(), Vec<Value>> {
-        let tag = msg.tag();
-        let reason = match tag.as_deref().and_then(|t| self.tags.get(t)) {
-            Some(dispatch) => match dispatch(msg, &self.shared) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    let tag = printable(tag.as_deref().unwrap_or_default());
-                    tracing::warn!(from = %msg.from, tag, "undecodable message: {e}");
-                    vec![
-                        Value::Str("die".into()),
-                        Value::Str(format!("cannot decode message '{tag}': {e}")),
-                    ]
-                }
-            },
-            None => {
-                let tag = printable(tag.as_deref().unwrap_or_default());
+        let reason = match msg.decode_seed(Dispatch(&self.routes)) {
+            Ok(Dispatched::Taken) => return Ok(()),
+            // Failures are rare: the tag is read again, the slow way, to say which it was.
+            Ok(Dispatched::Unknown) => {
+                let tag = printable(msg.tag().as_deref().unwrap_or_default());
                 tracing::warn!(from = %msg.from, tag, "message with an unknown tag");
                 vec![
                     Value::Str("unhandled_message".into()),
                     Value::Str(format!("no callback found for message '{tag}'")),
+                ]
+            }
+            Err(e) => {
+                let tag = printable(msg.tag().as_deref().unwrap_or_default());
+                tracing::warn!(from = %msg.from, tag, "undecodable message: {e}");
+                vec![
+                    Value::Str("die".into()),
+                    Value::Str(format!("cannot decode message '{tag}': {e}")),
                 ]
             }
         };

@@ -5,11 +5,13 @@ mod call;
 mod error;
 mod expose;
 mod port_ref;
+mod routes;
 mod wire;
 
 pub use error::RemoteError;
 pub use expose::{Expose, Exposed};
 pub use port_ref::{DEFAULT_REQUEST_TIMEOUT, PortRef};
+pub use routes::{RequestRoute, Route, Routes, TellRoute};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -6,11 +6,62 @@ use actix::{Actor, AsyncContext, Context, Handler};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
-use super::wire::{ReplyBody, RequestBody, TellBody};
+use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
+
+use super::wire::{ReplyBody, request_fields, tell_fields};
 use super::*;
 use crate::node::{Message, Node, NodeConfig, RemoteMessage};
 use crate::proto::framing::{DEFAULT_MAX_PACKET, Framing, PacketDecoder, encode_packet};
 use crate::proto::value::Value;
+
+/// A message's elements after the destination, `[tag, fields...]`, as an exposed actor reads
+/// them (without its tag dispatch).
+struct TellBody<M>(M);
+
+/// `[tag, fields..., reply_port]`, as an exposed actor reads it.
+struct RequestBody<M>(M, String);
+
+/// Skips the tag, then reads the rest with `rest`.
+fn after_tag<'de, A: SeqAccess<'de>, T>(
+    mut seq: A,
+    rest: impl FnOnce(&mut A) -> Result<T, A::Error>,
+) -> Result<T, A::Error> {
+    seq.next_element::<IgnoredAny>()?
+        .ok_or_else(|| de::Error::custom("no tag"))?;
+    rest(&mut seq)
+}
+
+impl<'de, M: DeserializeOwned> Deserialize<'de> for TellBody<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<M>(std::marker::PhantomData<M>);
+        impl<'de, M: DeserializeOwned> Visitor<'de> for V<M> {
+            type Value = TellBody<M>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                after_tag(seq, tell_fields).map(TellBody)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de, M: DeserializeOwned> Deserialize<'de> for RequestBody<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<M>(std::marker::PhantomData<M>);
+        impl<'de, M: DeserializeOwned> Visitor<'de> for V<M> {
+            type Value = RequestBody<M>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a request")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                after_tag(seq, request_fields).map(|(m, r)| RequestBody(m, r))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
 
 #[derive(Debug, PartialEq, Serialize, Deserialize, RemoteMessage)]
 #[remote(tag = "say")]
@@ -492,4 +543,76 @@ async fn a_name_resolves_on_a_node_of_its_own_and_goes_with_its_port() {
         matches!(&err, RemoteError::NotRegistered { family, key } if family == "calc" && key == "main"),
         "{err}"
     );
+}
+
+/// The tags of the [`Record`] routes: `Record<I>` takes `TAGS[I]`.
+const TAGS: [&str; 4] = ["say", "5", "1.5", "say"];
+
+/// Which route took a message, and the elements after its tag.
+type Taken = (usize, Vec<Value>);
+
+/// A route that records what it takes.
+struct Record<const I: usize>(std::sync::Arc<std::sync::Mutex<Vec<Taken>>>);
+
+impl<const I: usize> routes::Route for Record<I> {
+    const TAG: &'static str = TAGS[I];
+    fn take<'de, S: SeqAccess<'de>>(&self, seq: &mut S) -> Result<(), S::Error> {
+        let mut rest = Vec::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            rest.push(v);
+        }
+        self.0.lock().unwrap().push((I, rest));
+        Ok(())
+    }
+}
+
+#[test]
+fn dispatch_reads_the_tag_as_message_tag_does_in_every_framing() {
+    use routes::{Dispatch, Dispatched};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let routes = (
+        Record::<0>(seen.clone()),
+        (Record::<1>(seen.clone()), (Record::<2>(seen.clone()), ())),
+    );
+    let map = Value::Map(vec![("k".to_owned(), s("v"))]);
+    let cases: Vec<(Vec<Value>, Option<Taken>)> = vec![
+        (
+            vec![s("say"), Value::Int(1), s("x")],
+            Some((0, vec![Value::Int(1), s("x")])),
+        ),
+        (vec![s("5"), s("a")], Some((1, vec![s("a")]))),
+        // Any scalar is its string form, as in Perl (and `Message::tag`).
+        (vec![Value::Int(5), s("a")], Some((1, vec![s("a")]))),
+        (vec![Value::Float(1.5)], Some((2, vec![]))),
+        (vec![s("nope"), Value::Int(1)], None),
+        (vec![Value::Null, s("say")], None),
+        (vec![Value::Array(vec![s("say")]), s("say")], None),
+        (vec![map, s("say")], None),
+        (vec![], None),
+    ];
+    for framing in Framing::ALL {
+        for (args, want) in &cases {
+            let received = through(framing, args);
+            let local = Message::local("me".into(), args.clone());
+            for msg in [received, local] {
+                let known = msg.tag().is_some_and(|t| TAGS.contains(&&*t));
+                let got = msg.decode_seed(Dispatch(&routes)).unwrap();
+                let taken = seen.lock().unwrap().pop();
+                assert_eq!(
+                    matches!(got, Dispatched::Taken),
+                    known,
+                    "{framing:?} {args:?}"
+                );
+                assert_eq!(&taken, want, "{framing:?} {args:?}");
+            }
+        }
+    }
+    // Of two types with one tag, the one added last (the head of the list) takes it.
+    let routes = (Record::<3>(seen.clone()), routes);
+    let msg = through(Framing::Json, &vec![s("say")]);
+    assert!(matches!(
+        msg.decode_seed(Dispatch(&routes)),
+        Ok(Dispatched::Taken)
+    ));
+    assert_eq!(seen.lock().unwrap().pop(), Some((3, vec![])));
 }

@@ -384,61 +384,37 @@ compounds!(impl[S: SerializeSeq] for Flatten<'_, S>, Ok = (), Error = S::Error, 
 
 // ---- decoding -----------------------------------------------------------------------------
 
-/// A message's elements after the destination: `[tag, fields...]`; extra elements are ignored
-/// (as Perl's handlers ignore arguments they do not read).
-pub(crate) struct TellBody<M>(pub M);
-
-/// `[tag, fields..., reply_port]`: the reply port is the last element, after any extras.
-pub(crate) struct RequestBody<M>(pub M, pub String);
-
 /// A reply: every element is the reply value's fields.
 pub(crate) struct ReplyBody<R>(pub R);
 
-impl<'de, M: DeserializeOwned> Deserialize<'de> for TellBody<M> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<M>(PhantomData<M>);
-        impl<'de, M: DeserializeOwned> Visitor<'de> for V<M> {
-            type Value = TellBody<M>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a message [tag, fields...]")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                seq.next_element::<IgnoredAny>()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let m = M::deserialize(Fields(&mut seq))?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(TellBody(m))
-            }
-        }
-        d.deserialize_seq(V(PhantomData))
-    }
+/// A message's fields from the elements after its tag; extra elements are skipped.
+pub(crate) fn tell_fields<'de, M, A>(seq: &mut A) -> Result<M, A::Error>
+where
+    M: DeserializeOwned,
+    A: SeqAccess<'de>,
+{
+    let m = M::deserialize(Fields(seq))?;
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(m)
 }
 
-impl<'de, M: DeserializeOwned> Deserialize<'de> for RequestBody<M> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<M>(PhantomData<M>);
-        impl<'de, M: DeserializeOwned> Visitor<'de> for V<M> {
-            type Value = RequestBody<M>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a request [tag, fields..., reply port]")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                seq.next_element::<IgnoredAny>()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let m = M::deserialize(Fields(&mut seq))?;
-                let mut last = None;
-                while let Some(v) = seq.next_element::<Value>()? {
-                    last = Some(v);
-                }
-                match last.as_ref().and_then(Value::as_str) {
-                    Some(port) => Ok(RequestBody(m, port.into_owned())),
-                    None => Err(de::Error::custom(
-                        "the request has no reply port (a string) after its fields",
-                    )),
-                }
-            }
-        }
-        d.deserialize_seq(V(PhantomData))
+/// A request's fields and its reply port (the last element, after any extras) from the
+/// elements after its tag.
+pub(crate) fn request_fields<'de, M, A>(seq: &mut A) -> Result<(M, String), A::Error>
+where
+    M: DeserializeOwned,
+    A: SeqAccess<'de>,
+{
+    let m = M::deserialize(Fields(seq))?;
+    let mut last = None;
+    while let Some(v) = seq.next_element::<Value>()? {
+        last = Some(v);
+    }
+    match last.as_ref().and_then(Value::as_str) {
+        Some(port) => Ok((m, port.into_owned())),
+        None => Err(de::Error::custom(
+            "the request has no reply port (a string) after its fields",
+        )),
     }
 }
 

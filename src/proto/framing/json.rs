@@ -9,10 +9,11 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::marker::PhantomData;
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde_json::error::Category;
 use serde_json::ser::Formatter;
 
@@ -647,13 +648,24 @@ pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
 
 /// The whole packet straight into `T` (strict serde_json typing, no intermediate value).
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        Category::Data => FramingError::Type {
-            framing: Framing::Json,
-            reason: e.to_string(),
-        },
-        Category::Io | Category::Syntax | Category::Eof => malformed(e.to_string()),
-    })
+    decode_seed(bytes, PhantomData::<T>)
+}
+
+/// A complete packet through a serde seed (a decoder that carries state).
+pub(super) fn decode_seed<S, T>(bytes: &[u8], seed: S) -> Result<T, FramingError>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    seed.deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| match e.classify() {
+            Category::Data => FramingError::Type {
+                framing: Framing::Json,
+                reason: e.to_string(),
+            },
+            Category::Io | Category::Syntax | Category::Eof => malformed(e.to_string()),
+        })
 }
 
 /// Compact JSON like JSON::XS, except that byte strings are written as Perl writes a byte

@@ -19,7 +19,7 @@ use std::marker::PhantomData;
 
 use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny};
 
 use super::value::Value;
 
@@ -219,6 +219,19 @@ impl Packet {
             // The direct CBOR deserializer checks every item it skips as `to_value` would.
             Framing::Cbor => cbor::decode::<FirstArg<IgnoredAny>>(&self.bytes).map(|f| f.0),
             Framing::Storable => storable::first_arg(&self.bytes),
+        }
+    }
+
+    /// The whole packet (destination included) decoded through a serde seed: a decoder that
+    /// carries state, such as a table to dispatch on.
+    pub fn decode_seed<S, T>(&self, seed: S) -> Result<T, FramingError>
+    where
+        S: for<'de> DeserializeSeed<'de, Value = T>,
+    {
+        match self.framing {
+            Framing::Json => json::decode_seed(&self.bytes, seed),
+            Framing::Cbor => cbor::decode_seed(&self.bytes, seed),
+            Framing::Storable => storable::decode_seed(&self.bytes, seed),
         }
     }
 

@@ -41,6 +41,14 @@ fn custom(msg: &str) -> ValueError {
 
 /// Decodes one complete packet into `T`. Errors say little (see the module comment).
 pub(super) fn from_packet<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
+    from_packet_seed(bytes, std::marker::PhantomData)
+}
+
+/// [`from_packet`] through a serde seed.
+pub(super) fn from_packet_seed<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Result<S::Value> {
     // As `to_value`: the very first byte must open an array (a tag before it is refused).
     if bytes.first().is_some_and(|b| b >> 5 != MAJOR_ARRAY) {
         return Err(custom("a packet is an array"));
@@ -50,7 +58,7 @@ pub(super) fn from_packet<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<
         pos: 0,
         depth: 0,
     };
-    let out = T::deserialize(&mut p)?;
+    let out = seed.deserialize(&mut p)?;
     if p.remaining() != 0 {
         return Err(custom("bytes after the packet"));
     }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 
 use super::{
     AI_INDEFINITE, BREAK, Head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGINT, MAJOR_TAG,
@@ -336,6 +336,22 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingErro
         // through a `Value` does, and failures are rare, so it says what went wrong.
         Err(_) => decode_via_value(bytes),
     }
+}
+
+/// A complete packet through a serde seed. A seed may act as it reads, so a failed decode is
+/// not redone: a malformed packet is reported as such, any other failure with the direct
+/// path's words.
+pub(super) fn decode_seed<S, T>(bytes: &[u8], seed: S) -> Result<T, FramingError>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    super::de::from_packet_seed(bytes, seed).or_else(|e| {
+        to_value(bytes)?;
+        Err(FramingError::Type {
+            framing: Framing::Cbor,
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// Typed decoding through a [`Value`]: the reference the direct path in `de.rs` must agree with.

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use bytes::BytesMut;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 
 use super::{Framing, FramingError};
 use crate::proto::value::Value;
@@ -154,6 +154,14 @@ pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
 /// A complete packet as a serde type, with Perl's loose typing.
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
     decode::decode(bytes)
+}
+
+/// A complete packet through a serde seed, with Perl's loose typing.
+pub(super) fn decode_seed<S, T>(bytes: &[u8], seed: S) -> Result<T, FramingError>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    decode::decode_seed(bytes, seed)
 }
 
 /// Appends `v` as one CBOR item.

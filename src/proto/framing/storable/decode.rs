@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 
 use super::{
     MAGIC_NETORDER, MAX_DEPTH, SHV_K_ISSV, SHV_K_UTF8, SHV_K_WASUTF8, SX_ARRAY, SX_BLESS,
@@ -13,7 +13,7 @@ use super::{
     SX_WEAKOVERLOAD, SX_WEAKREF, malformed, truncated,
 };
 use crate::proto::framing::{Framing, FramingError};
-use crate::proto::value::{self, Value};
+use crate::proto::value::Value;
 
 /// How a hash key's bytes are to be read.
 #[derive(Debug, Clone, Copy)]
@@ -611,10 +611,19 @@ fn read_image(bytes: &[u8]) -> Result<(Vec<Node<'_>>, usize), FramingError> {
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
-    value::from_value(to_value(bytes)?).map_err(|e| FramingError::Type {
-        framing: Framing::Storable,
-        reason: e.to_string(),
-    })
+    decode_seed(bytes, std::marker::PhantomData::<T>)
+}
+
+/// A complete image through a serde seed.
+pub(super) fn decode_seed<S, T>(bytes: &[u8], seed: S) -> Result<T, FramingError>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    seed.deserialize(to_value(bytes)?)
+        .map_err(|e| FramingError::Type {
+            framing: Framing::Storable,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]

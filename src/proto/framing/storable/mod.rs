@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 
 use super::{Frame, Framing, FramingError};
 use crate::proto::value::Value;
@@ -177,6 +177,14 @@ pub(super) fn first_arg(bytes: &[u8]) -> Result<Option<Value>, FramingError> {
 /// A complete image as a serde type, with Perl's loose typing.
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
     decode::decode(bytes)
+}
+
+/// A complete image through a serde seed, with Perl's loose typing.
+pub(super) fn decode_seed<S, T>(bytes: &[u8], seed: S) -> Result<T, FramingError>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    decode::decode_seed(bytes, seed)
 }
 
 /// Appends the packet `[dest, msg...]` with its length prefix; `msg` must serialise to a
