@@ -1,6 +1,7 @@
 //! [`PortRef`]: a typed handle to a port, by id or by a name in the network's database.
 
 use std::any::TypeId;
+use std::borrow::Cow;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -159,18 +160,18 @@ impl<M> PortRef<M> {
     }
 
     /// The port id now, without waiting.
-    fn id_now(&self) -> Result<Arc<str>, RemoteError> {
+    fn id_now(&self) -> Result<Cow<'_, str>, RemoteError> {
         match &self.target {
-            Target::Id(id) => Ok(id.clone()),
+            Target::Id(id) => Ok(Cow::Borrowed(id)),
             Target::Named(n) => n
                 .current()
-                .map(Arc::from)
+                .map(Cow::Owned)
                 .ok_or_else(|| self.not_registered()),
         }
     }
 
     /// The port id, waiting up to the timeout for a name to get one.
-    async fn id_within(&self) -> Result<Arc<str>, RemoteError> {
+    async fn id_within(&self) -> Result<Cow<'_, str>, RemoteError> {
         let Target::Named(n) = &self.target else {
             return self.id_now();
         };
@@ -178,8 +179,8 @@ impl<M> PortRef<M> {
         let got = tokio::time::timeout(self.timeout, rx.wait_for(Option::is_some)).await;
         match got {
             Ok(Ok(id)) => id
-                .as_deref()
-                .map(Arc::from)
+                .clone()
+                .map(Cow::Owned)
                 .ok_or_else(|| self.not_registered()),
             _ => Err(self.not_registered()),
         }
