@@ -6,6 +6,7 @@
 //! cargo bench --bench links -- --quick   # 1 run per cell, smaller N
 //! cargo bench --bench links -- --runs 3  # another number of runs per cell
 //! cargo bench --bench links -- --typed    # only the typed/raw table
+//! cargo bench --bench links -- --typed --typed-n 10000000   # its `send` rows sustained
 //! ```
 //!
 //! The program re-executes itself for every measured process (`--role …`), so each end of
@@ -1514,20 +1515,25 @@ struct Options {
     runs: usize,
     /// Only the typed/raw pairs (`--typed`).
     typed_only: bool,
+    /// N of the typed/raw table's awaitable one-way rows (`--typed-n N`): a longer run to
+    /// see the sustained rate rather than a burst.
+    typed_n: Option<usize>,
 }
 
 fn options(args: &[String]) -> Options {
     let quick = args.iter().any(|a| a == "--quick");
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(if quick { 1 } else { 5 });
+    let number = |flag: &str| -> Option<usize> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|r| r.parse().ok())
+    };
+    let runs = number("--runs").unwrap_or(if quick { 1 } else { 5 });
     Options {
         quick,
         runs: runs.max(1),
         typed_only: args.iter().any(|a| a == "--typed"),
+        typed_n: number("--typed-n"),
     }
 }
 
@@ -1564,18 +1570,19 @@ fn parent_main(args: &[String]) -> ExitCode {
             cbor: true,
         },
     ];
+    let typed_send_n = opt.typed_n.unwrap_or(scale(2_000_000, 200_000));
     let pair_specs = [
         PairSpec {
             label: "one-way 16 B send",
             pair: Pair::Send,
             size: 16,
-            n: scale(2_000_000, 200_000),
+            n: typed_send_n,
         },
         PairSpec {
             label: "  raw decodes whole",
             pair: Pair::SendDecoded,
             size: 16,
-            n: scale(2_000_000, 200_000),
+            n: typed_send_n,
         },
         PairSpec {
             label: "one-way 16 B do_send",
