@@ -73,10 +73,11 @@ impl Message {
     }
 
     /// The message elements decoded through a serde seed (a decoder that carries state), as
-    /// [`Message::decode`] decodes them.
+    /// [`Message::decode`] decodes them (see [`Packet::decode_seed`]: a seed that acts must act
+    /// only once it has read everything it needs).
     pub fn decode_seed<S, T>(&self, seed: S) -> Result<T, FramingError>
     where
-        S: for<'de> DeserializeSeed<'de, Value = T>,
+        S: for<'de> DeserializeSeed<'de, Value = T> + Clone,
     {
         match &self.body {
             Body::Packet(p) => p.decode_seed(SkipFirst(seed)),
@@ -101,6 +102,7 @@ impl Message {
 
 /// Deserialises a sequence through the seed while skipping its first element (the destination
 /// port).
+#[derive(Clone)]
 struct SkipFirst<S>(S);
 
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for SkipFirst<S> {

@@ -139,8 +139,16 @@ pub(super) enum Dispatched {
     Unknown,
 }
 
-/// Reads a message (the elements after the destination) and dispatches it by tag.
+/// Reads a message (the elements after the destination) and dispatches it by tag. A route
+/// acts only once it has read its fields, so a second reading (json's loose one) after a
+/// failed first one acts once.
 pub(super) struct Dispatch<'r, R>(pub &'r R);
+
+impl<R> Clone for Dispatch<'_, R> {
+    fn clone(&self) -> Self {
+        Dispatch(self.0)
+    }
+}
 
 impl<'de, R: Routes> DeserializeSeed<'de> for Dispatch<'_, R> {
     type Value = Dispatched;

@@ -7,7 +7,10 @@
 //! A [`Packet`] is a frame over the received bytes plus its framing. When it is received its
 //! boundary is found and its bytes are checked whole, building nothing; the destination port is
 //! read without allocating and the payload is decoded on demand, into a loose [`Value`] or
-//! straight into a serde type.
+//! straight into a serde type. In every framing that typed decoding follows Perl's loose typing
+//! (the rules of [`crate::proto::value::from_value`]): a Perl scalar sent as a string still
+//! reads as the number a type asks for, a number as a string, anything as a `bool` by Perl's
+//! truth.
 
 mod cbor;
 mod json;
@@ -223,10 +226,12 @@ impl Packet {
     }
 
     /// The whole packet (destination included) decoded through a serde seed: a decoder that
-    /// carries state, such as a table to dispatch on.
+    /// carries state, such as a table to dispatch on. A json packet may be read twice (strictly,
+    /// then with Perl's loose typing when the strict reading does not fit), so a seed that acts
+    /// must act only once it has read everything it needs.
     pub fn decode_seed<S, T>(&self, seed: S) -> Result<T, FramingError>
     where
-        S: for<'de> DeserializeSeed<'de, Value = T>,
+        S: for<'de> DeserializeSeed<'de, Value = T> + Clone,
     {
         match self.framing {
             Framing::Json => json::decode_seed(&self.bytes, seed),

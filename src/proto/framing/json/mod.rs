@@ -6,6 +6,10 @@
 //! that is not, the boundary is found the way JSON::XS's incremental parser finds it (skip
 //! whitespace, follow `[`/`{` nesting outside strings, cut when the depth returns to zero) as
 //! bytes come, and the packet is checked ([`check`]) once complete.
+//!
+//! Typed decoding applies Perl's loose scalar typing, as the other framings do (`loose`).
+
+mod loose;
 
 use std::borrow::Cow;
 use std::io;
@@ -19,6 +23,7 @@ use serde_json::ser::Formatter;
 
 use super::{Frame, Framing, FramingError};
 use crate::proto::value::Value;
+use loose::Loose;
 
 fn malformed(reason: impl Into<String>) -> FramingError {
     FramingError::Malformed {
@@ -646,26 +651,43 @@ pub(super) fn to_value(bytes: &[u8]) -> Result<Value, FramingError> {
     }
 }
 
-/// The whole packet straight into `T` (strict serde_json typing, no intermediate value).
+/// The whole packet straight into `T` (no intermediate value), with Perl's loose typing.
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FramingError> {
     decode_seed(bytes, PhantomData::<T>)
 }
 
 /// A complete packet through a serde seed (a decoder that carries state).
+///
+/// Read strictly first (serde_json's own typing, the fast path); only a packet that fails that
+/// way is read again with Perl's loose typing ([`Loose`]), which gives the
+/// same value wherever the strict reading succeeds. So a seed that acts must act only once it
+/// has read everything it needs.
 pub(super) fn decode_seed<S, T>(bytes: &[u8], seed: S) -> Result<T, FramingError>
 where
-    S: for<'de> DeserializeSeed<'de, Value = T>,
+    S: for<'de> DeserializeSeed<'de, Value = T> + Clone,
 {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    seed.deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| match e.classify() {
-            Category::Data => FramingError::Type {
-                framing: Framing::Json,
-                reason: e.to_string(),
-            },
-            Category::Io | Category::Syntax | Category::Eof => malformed(e.to_string()),
-        })
+    let strict = {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        seed.clone()
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v))
+    };
+    // (Any error: serde_json reports some type mismatches as syntax, `2.0` for an `i128`.)
+    let result = match strict {
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            seed.deserialize(Loose(&mut de))
+                .and_then(|v| de.end().map(|()| v))
+        }
+        other => other,
+    };
+    result.map_err(|e| match e.classify() {
+        Category::Data => FramingError::Type {
+            framing: Framing::Json,
+            reason: e.to_string(),
+        },
+        Category::Io | Category::Syntax | Category::Eof => malformed(e.to_string()),
+    })
 }
 
 /// Compact JSON like JSON::XS, except that byte strings are written as Perl writes a byte
