@@ -204,7 +204,34 @@ pub fn check_packet(p: &Packet) {
             "{framing}: decode::<Value>() = {typed:?}, to_value() = {value:?}"
         );
     }
+    typed_reads_agree(p, &value);
     reencode(framing, &value);
+}
+
+/// Typed decoding (each framing's own path, JSON's strict-then-loose one) gives what the loose
+/// conversion of the packet's value gives: the same value, or an error on both sides.
+fn typed_reads_agree(p: &Packet, value: &Value) {
+    fn agree<T: serde::de::DeserializeOwned + std::fmt::Debug>(p: &Packet, value: &Value) {
+        let direct = p.decode::<T>();
+        let via_value = aemp::proto::value::from_value::<T>(value.clone());
+        let same = match (&direct, &via_value) {
+            (Ok(a), Ok(b)) => format!("{a:?}") == format!("{b:?}"),
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        assert!(
+            same,
+            "{}: decode::<{}>() = {direct:?}, from the value {via_value:?}",
+            p.framing(),
+            std::any::type_name::<T>()
+        );
+    }
+    agree::<(String, String, u64, String)>(p, value);
+    agree::<(String, Vec<i64>)>(p, value);
+    agree::<Vec<String>>(p, value);
+    agree::<Vec<Option<bool>>>(p, value);
+    agree::<Vec<f64>>(p, value);
+    agree::<(String, std::collections::BTreeMap<String, u32>)>(p, value);
 }
 
 /// Whether element 0 of a storable packet is a reference (behind any bless or v-string
@@ -403,8 +430,8 @@ mod tests {
     /// `to_value()` reads as `""` and `dest()` (rightly) refuses.
     #[test]
     fn storable_reference_destination_is_refused_and_the_check_knows() {
-        // BER length 12, then the image [\"", "g"].
-        let wire = b"\x0c\x05\x0b\x02\x00\x00\x00\x02\x04\x0a\x00\x0a\x01g";
+        // BER length 13, then the image [\"", "g"].
+        let wire = b"\x0d\x05\x0b\x02\x00\x00\x00\x02\x04\x0a\x00\x0a\x01g";
         let (packets, failed) = decode_all(Framing::Storable, wire, wire.len());
         assert_eq!((packets.len(), failed), (1, false));
         assert!(storable_dest_is_a_reference(&packets[0]));
