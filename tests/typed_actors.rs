@@ -534,6 +534,10 @@ async fn a_perl_cal_reaches_a_typed_handler_and_gets_its_reply() {
     perl.send(json!(["", "mon1", &name])).await;
     perl.send(json!([&name, "add", 2, 3, "perl-peer#r1"])).await;
     perl.expect_eq(json!(["r1", 5])).await;
+    // Numbers that Perl last used as strings travel as strings; they still add up.
+    perl.send(json!([&name, "add", "20", " 22 ", "perl-peer#r1"]))
+        .await;
+    perl.expect_eq(json!(["r1", 42])).await;
     // `snd $port, say => "hi"` twice, then `cal $port, "said"`: a list reply is its elements.
     perl.send(json!([&name, "say", "hi"])).await;
     perl.send(json!([&name, "say", "there"])).await;
@@ -576,6 +580,17 @@ async fn a_rust_typed_request_decodes_a_perl_reply() {
     perl.send(json!([rname, 5])).await;
     assert_eq!(asking.await.unwrap().unwrap(), 5);
     // The request's monitor is cancelled once answered.
+    perl.expect_eq(json!(["", "mon0", "adder"])).await;
+
+    // A reply whose number Perl last used as a string.
+    let asking = tokio::spawn({
+        let adder = adder.clone();
+        async move { adder.request(Add(2, 2)).await }
+    });
+    let req = perl.expect("the request", |p| p[0] == "adder").await;
+    let (_, rname) = req[4].as_str().unwrap().split_once('#').unwrap();
+    perl.send(json!([rname, "4"])).await;
+    assert_eq!(asking.await.unwrap().unwrap(), 4);
     perl.expect_eq(json!(["", "mon0", "adder"])).await;
 
     // A reply of the wrong shape.
