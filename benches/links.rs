@@ -495,15 +495,10 @@ impl Handler<TypedAsk> for TypedEcho {
     }
 }
 
-/// With `stream`, the ports are `Node::port_stream` streams added to the actors
-/// (`StreamHandler`) instead of `Node::port` recipients (`Handler`). Beside them, for the
-/// typed/raw pairs: a raw request port ([`CalEcho`], a `Node::port` actor) and two exposed
-/// typed actors ([`TypedSink`], [`TypedEcho`]).
-async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
-    let node = Node::start(node_config(d, vec!["127.0.0.1:0".into()]))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut sink_id = String::new();
+/// Starts a [`Sink`] (reading each message whole with `fields`) on a port stream (`stream`) or
+/// an actor port; returns its port id.
+fn start_sink(node: &Node, stream: bool, fields: bool) -> String {
+    let mut id = String::new();
     Sink::create(|ctx| {
         let port = if stream {
             let (port, messages) = node.port_stream();
@@ -512,25 +507,27 @@ async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
         } else {
             node.port(ctx.address().recipient())
         };
-        sink_id = port.id().to_owned();
+        id = port.id().to_owned();
         Sink {
             node: node.clone(),
             count: 0,
-            fields: false,
+            fields,
             _port: Some(port),
         }
     });
-    let mut field_sink_id = String::new();
-    Sink::create(|ctx| {
-        let port = node.port(ctx.address().recipient());
-        field_sink_id = port.id().to_owned();
-        Sink {
-            node: node.clone(),
-            count: 0,
-            fields: true,
-            _port: Some(port),
-        }
-    });
+    id
+}
+
+/// With `stream`, the ports are `Node::port_stream` streams added to the actors
+/// (`StreamHandler`) instead of `Node::port` recipients (`Handler`). Beside them, for the
+/// typed/raw pairs: a raw request port ([`CalEcho`], a `Node::port` actor), a raw sink that
+/// reads messages whole and two exposed typed actors ([`TypedSink`], [`TypedEcho`]).
+async fn aemp_server(d: Dialect, stream: bool) -> Result<(), String> {
+    let node = Node::start(node_config(d, vec!["127.0.0.1:0".into()]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let sink_id = start_sink(&node, stream, false);
+    let field_sink_id = start_sink(&node, false, true);
     let mut echo_id = String::new();
     Echo::create(|ctx| {
         let port = if stream {

@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, SeqAccess, 
 use serde::ser::{self, Impossible, SerializeSeq, Serializer};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::proto::value::Value;
+use crate::proto::value::{Hint, Value};
 
 /// `[tag?, fields of body..., trailer?]` as one sequence.
 pub(crate) struct Elements<'a, T: ?Sized> {
@@ -441,31 +441,6 @@ impl<'de, R: DeserializeOwned> Deserialize<'de> for ReplyBody<R> {
 /// coercions (Perl's numbers sent as strings) still apply.
 struct Fields<'s, A>(&'s mut A);
 
-#[derive(Clone, Copy)]
-enum Hint {
-    Bool,
-    I8,
-    I16,
-    I32,
-    I64,
-    I128,
-    U8,
-    U16,
-    U32,
-    U64,
-    U128,
-    F32,
-    F64,
-    Char,
-    Str,
-    String,
-    Bytes,
-    ByteBuf,
-    Map,
-    Identifier,
-    Enum(&'static str, &'static [&'static str]),
-}
-
 struct Hinted<V> {
     hint: Hint,
     visitor: V,
@@ -474,30 +449,7 @@ struct Hinted<V> {
 impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for Hinted<V> {
     type Value = V::Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        let v = self.visitor;
-        match self.hint {
-            Hint::Bool => d.deserialize_bool(v),
-            Hint::I8 => d.deserialize_i8(v),
-            Hint::I16 => d.deserialize_i16(v),
-            Hint::I32 => d.deserialize_i32(v),
-            Hint::I64 => d.deserialize_i64(v),
-            Hint::I128 => d.deserialize_i128(v),
-            Hint::U8 => d.deserialize_u8(v),
-            Hint::U16 => d.deserialize_u16(v),
-            Hint::U32 => d.deserialize_u32(v),
-            Hint::U64 => d.deserialize_u64(v),
-            Hint::U128 => d.deserialize_u128(v),
-            Hint::F32 => d.deserialize_f32(v),
-            Hint::F64 => d.deserialize_f64(v),
-            Hint::Char => d.deserialize_char(v),
-            Hint::Str => d.deserialize_str(v),
-            Hint::String => d.deserialize_string(v),
-            Hint::Bytes => d.deserialize_bytes(v),
-            Hint::ByteBuf => d.deserialize_byte_buf(v),
-            Hint::Map => d.deserialize_map(v),
-            Hint::Identifier => d.deserialize_identifier(v),
-            Hint::Enum(name, variants) => d.deserialize_enum(name, variants, v),
-        }
+        self.hint.deserialize(d, self.visitor)
     }
 }
 

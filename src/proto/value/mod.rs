@@ -16,9 +16,11 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod de;
+mod hint;
 mod ser;
 
 pub use de::from_value;
+pub(crate) use hint::Hint;
 pub use ser::to_value;
 
 /// One decoded value of a packet.

@@ -15,33 +15,12 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 
-use crate::proto::value::Value;
+use crate::proto::value::{Hint, Value};
 
 /// A deserializer with Perl's loose scalar typing.
 pub(super) struct Loose<D>(pub D);
 
-/// The deserializer method a scalar was asked for with.
-#[derive(Clone, Copy)]
-enum Ask {
-    Bool,
-    I8,
-    I16,
-    I32,
-    I64,
-    I128,
-    U8,
-    U16,
-    U32,
-    U64,
-    U128,
-    F32,
-    F64,
-    Char,
-    Str,
-    String,
-}
-
-/// The JSON type that needs no conversion for an [`Ask`].
+/// The JSON type that needs no conversion for a scalar's [`Hint`].
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Want {
     Bool,
@@ -50,26 +29,23 @@ enum Want {
     Text,
 }
 
-impl Ask {
-    fn want(self) -> Want {
-        match self {
-            Ask::Bool => Want::Bool,
-            Ask::F32 | Ask::F64 => Want::Float,
-            Ask::Char | Ask::Str | Ask::String => Want::Text,
-            _ => Want::Int,
-        }
-    }
-}
-
-/// Reads one scalar asked for with `ask`.
+/// Reads one scalar asked for with `hint`.
 struct Scalar<V> {
-    ask: Ask,
+    hint: Hint,
     visitor: V,
 }
 
 impl<V> Scalar<V> {
-    fn want(&self) -> Want {
-        self.ask.want()
+    /// The JSON type the hint takes as it is (`None`: not a scalar's hint).
+    fn want(&self) -> Option<Want> {
+        match self.hint {
+            Hint::Bool => Some(Want::Bool),
+            Hint::I8 | Hint::I16 | Hint::I32 | Hint::I64 | Hint::I128 => Some(Want::Int),
+            Hint::U8 | Hint::U16 | Hint::U32 | Hint::U64 | Hint::U128 => Some(Want::Int),
+            Hint::F32 | Hint::F64 => Some(Want::Float),
+            Hint::Char | Hint::Str | Hint::String => Some(Want::Text),
+            _ => None,
+        }
     }
 
     /// The scalar converted as a [`Value`] converts it.
@@ -77,33 +53,14 @@ impl<V> Scalar<V> {
     where
         V: Visitor<'de>,
     {
-        let visitor = self.visitor;
-        match self.ask {
-            Ask::Bool => v.deserialize_bool(visitor),
-            Ask::I8 => v.deserialize_i8(visitor),
-            Ask::I16 => v.deserialize_i16(visitor),
-            Ask::I32 => v.deserialize_i32(visitor),
-            Ask::I64 => v.deserialize_i64(visitor),
-            Ask::I128 => v.deserialize_i128(visitor),
-            Ask::U8 => v.deserialize_u8(visitor),
-            Ask::U16 => v.deserialize_u16(visitor),
-            Ask::U32 => v.deserialize_u32(visitor),
-            Ask::U64 => v.deserialize_u64(visitor),
-            Ask::U128 => v.deserialize_u128(visitor),
-            Ask::F32 => v.deserialize_f32(visitor),
-            Ask::F64 => v.deserialize_f64(visitor),
-            Ask::Char => v.deserialize_char(visitor),
-            Ask::Str => v.deserialize_str(visitor),
-            Ask::String => v.deserialize_string(visitor),
-        }
-        .map_err(E::custom)
+        self.hint.deserialize(v, self.visitor).map_err(E::custom)
     }
 }
 
-macro_rules! ask {
-    ($($method:ident => $ask:ident),* $(,)?) => {
+macro_rules! scalar {
+    ($($method:ident => $hint:ident),* $(,)?) => {
         $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.0.deserialize_any(Scalar { ask: Ask::$ask, visitor })
+            self.0.deserialize_any(Scalar { hint: Hint::$hint, visitor })
         })*
     };
 }
@@ -111,7 +68,7 @@ macro_rules! ask {
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Loose<D> {
     type Error = D::Error;
 
-    ask!(
+    scalar!(
         deserialize_bool => Bool,
         deserialize_i8 => I8,
         deserialize_i16 => I16,
@@ -208,44 +165,44 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Scalar<V> {
     }
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<V::Value, E> {
         match self.want() {
-            Want::Bool => self.visitor.visit_bool(b),
+            Some(Want::Bool) => self.visitor.visit_bool(b),
             _ => self.loose(Value::Bool(b)),
         }
     }
     fn visit_i64<E: de::Error>(self, i: i64) -> Result<V::Value, E> {
         match self.want() {
-            Want::Int | Want::Float => self.visitor.visit_i64(i),
+            Some(Want::Int | Want::Float) => self.visitor.visit_i64(i),
             _ => self.loose(Value::Int(i)),
         }
     }
     fn visit_u64<E: de::Error>(self, u: u64) -> Result<V::Value, E> {
         match self.want() {
-            Want::Int | Want::Float => self.visitor.visit_u64(u),
+            Some(Want::Int | Want::Float) => self.visitor.visit_u64(u),
             // Beyond i64, as a value holds it (a float).
             _ => self.loose(i64::try_from(u).map_or(Value::Float(u as f64), Value::Int)),
         }
     }
     fn visit_f64<E: de::Error>(self, f: f64) -> Result<V::Value, E> {
         match self.want() {
-            Want::Float => self.visitor.visit_f64(f),
+            Some(Want::Float) => self.visitor.visit_f64(f),
             _ => self.loose(Value::Float(f)),
         }
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<V::Value, E> {
         match self.want() {
-            Want::Text => self.visitor.visit_str(s),
+            Some(Want::Text) => self.visitor.visit_str(s),
             _ => self.loose(Value::Str(s.to_owned())),
         }
     }
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<V::Value, E> {
         match self.want() {
-            Want::Text => self.visitor.visit_borrowed_str(s),
+            Some(Want::Text) => self.visitor.visit_borrowed_str(s),
             _ => self.loose(Value::Str(s.to_owned())),
         }
     }
     fn visit_string<E: de::Error>(self, s: String) -> Result<V::Value, E> {
         match self.want() {
-            Want::Text => self.visitor.visit_string(s),
+            Some(Want::Text) => self.visitor.visit_string(s),
             _ => self.loose(Value::Str(s)),
         }
     }
@@ -254,14 +211,14 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Scalar<V> {
     }
     // A container asked for as a bool is a reference to Perl: true.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<V::Value, A::Error> {
-        if self.want() == Want::Bool {
+        if self.want() == Some(Want::Bool) {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             return self.visitor.visit_bool(true);
         }
         self.visitor.visit_seq(LooseSeq(seq))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V::Value, A::Error> {
-        if self.want() == Want::Bool {
+        if self.want() == Some(Want::Bool) {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             return self.visitor.visit_bool(true);
         }
