@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, SeqAccess, 
 use serde::ser::{self, Impossible, SerializeSeq, Serializer};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::proto::value::{Hint, Value};
+use crate::proto::value::{Hint, Value, scalar_methods};
 
 /// `[tag?, fields of body..., trailer?]` as one sequence.
 pub(crate) struct Elements<'a, T: ?Sized> {
@@ -473,23 +473,8 @@ macro_rules! hinted {
 impl<'de, A: SeqAccess<'de>> Deserializer<'de> for Fields<'_, A> {
     type Error = A::Error;
 
+    scalar_methods!(hinted);
     hinted!(
-        deserialize_bool => Bool,
-        deserialize_i8 => I8,
-        deserialize_i16 => I16,
-        deserialize_i32 => I32,
-        deserialize_i64 => I64,
-        deserialize_i128 => I128,
-        deserialize_u8 => U8,
-        deserialize_u16 => U16,
-        deserialize_u32 => U32,
-        deserialize_u64 => U64,
-        deserialize_u128 => U128,
-        deserialize_f32 => F32,
-        deserialize_f64 => F64,
-        deserialize_char => Char,
-        deserialize_str => Str,
-        deserialize_string => String,
         deserialize_bytes => Bytes,
         deserialize_byte_buf => ByteBuf,
         deserialize_map => Map,

@@ -64,3 +64,29 @@ impl Hint {
         }
     }
 }
+
+/// Expands `$m!(deserialize_bool => Bool, …)`: each `Deserializer` method of a scalar with its
+/// [`Hint`], for deserializers that implement those methods alike.
+macro_rules! scalar_methods {
+    ($m:ident) => {
+        $m!(
+            deserialize_bool => Bool,
+            deserialize_i8 => I8,
+            deserialize_i16 => I16,
+            deserialize_i32 => I32,
+            deserialize_i64 => I64,
+            deserialize_i128 => I128,
+            deserialize_u8 => U8,
+            deserialize_u16 => U16,
+            deserialize_u32 => U32,
+            deserialize_u64 => U64,
+            deserialize_u128 => U128,
+            deserialize_f32 => F32,
+            deserialize_f64 => F64,
+            deserialize_char => Char,
+            deserialize_str => Str,
+            deserialize_string => String,
+        );
+    };
+}
+pub(crate) use scalar_methods;

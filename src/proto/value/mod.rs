@@ -20,7 +20,7 @@ mod hint;
 mod ser;
 
 pub use de::from_value;
-pub(crate) use hint::Hint;
+pub(crate) use hint::{Hint, scalar_methods};
 pub use ser::to_value;
 
 /// One decoded value of a packet.

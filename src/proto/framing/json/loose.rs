@@ -15,7 +15,7 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 
-use crate::proto::value::{Hint, Value};
+use crate::proto::value::{Hint, Value, scalar_methods};
 
 /// A deserializer with Perl's loose scalar typing.
 pub(super) struct Loose<D>(pub D);
@@ -68,24 +68,7 @@ macro_rules! scalar {
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Loose<D> {
     type Error = D::Error;
 
-    scalar!(
-        deserialize_bool => Bool,
-        deserialize_i8 => I8,
-        deserialize_i16 => I16,
-        deserialize_i32 => I32,
-        deserialize_i64 => I64,
-        deserialize_i128 => I128,
-        deserialize_u8 => U8,
-        deserialize_u16 => U16,
-        deserialize_u32 => U32,
-        deserialize_u64 => U64,
-        deserialize_u128 => U128,
-        deserialize_f32 => F32,
-        deserialize_f64 => F64,
-        deserialize_char => Char,
-        deserialize_str => Str,
-        deserialize_string => String,
-    );
+    scalar_methods!(scalar);
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
         self.0.deserialize_any(Wrap(v))
